@@ -1,0 +1,118 @@
+"""The SQL of the store, written once per model and database vendor.
+
+Every path of ``DjangoSessionStore`` (Django's cursor, the native async
+drivers) runs these same statements, so they cannot drift apart. Values are
+converted by the model's own fields, so the offset of ``started_at_ns`` and
+the binary id are encoded in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.db import connections
+
+from .errors import SerializationError
+from .types import SessionId, SessionRecord
+
+_SIGNED_OFFSET = 2**63
+
+
+def encode_unsigned(value: int) -> int:
+    """Map ``0..2**64-1`` onto a signed 64-bit column's ``-2**63..2**63-1``.
+
+    Subtracting a constant keeps the order, so SQL comparisons and ``ORDER
+    BY`` on the stored value agree with Python's order of the real values.
+    """
+    return value - _SIGNED_OFFSET
+
+
+def decode_unsigned(stored: int) -> int:
+    """Inverse of ``encode_unsigned``."""
+    return int(stored) + _SIGNED_OFFSET
+
+
+@dataclass(frozen=True)
+class SessionSQL:
+    """Statements for one model table, with ``%s`` placeholders (DB-API ``format`` style)."""
+
+    table: str
+    upsert_prefix: str
+    upsert_row: str
+    upsert_suffix: str
+    select_one: str
+    select_many_prefix: str
+    delete_one: str
+    delete_many_prefix: str
+
+    def upsert(self, rows: int = 1) -> str:
+        return self.upsert_prefix + ", ".join([self.upsert_row] * rows) + self.upsert_suffix
+
+    def select_many(self, count: int) -> str:
+        return self.select_many_prefix + ", ".join(["%s"] * count) + ")"
+
+    def delete_many(self, count: int) -> str:
+        return self.delete_many_prefix + ", ".join(["%s"] * count) + ")"
+
+
+@cache
+def session_sql(model: type, vendor: str, alias: str) -> SessionSQL:
+    """Build (once) the statements for ``model`` on the database ``alias``."""
+    quote = connections[alias].ops.quote_name
+    meta = model._meta  # type: ignore[attr-defined]
+    table = quote(meta.db_table)
+    sid = quote(meta.get_field("session_id").column)
+    agent = quote(meta.get_field("agent_id").column)
+    started = quote(meta.get_field("started_at_ns").column)
+    if vendor == "mysql":
+        # MySQL and MariaDB have no ON CONFLICT; the primary key is the only
+        # unique key, so ON DUPLICATE KEY is the same atomic upsert.
+        suffix = f" ON DUPLICATE KEY UPDATE {agent} = VALUES({agent}), {started} = VALUES({started})"
+    else:
+        suffix = (
+            f" ON CONFLICT ({sid}) DO UPDATE SET {agent} = EXCLUDED.{agent},"
+            f" {started} = EXCLUDED.{started}"
+        )
+    return SessionSQL(
+        table=table,
+        upsert_prefix=f"INSERT INTO {table} ({sid}, {agent}, {started}) VALUES ",
+        upsert_row="(%s, %s, %s)",
+        upsert_suffix=suffix,
+        select_one=f"SELECT {agent}, {started} FROM {table} WHERE {sid} = %s",
+        select_many_prefix=f"SELECT {sid}, {agent}, {started} FROM {table} WHERE {sid} IN (",
+        delete_one=f"DELETE FROM {table} WHERE {sid} = %s",
+        delete_many_prefix=f"DELETE FROM {table} WHERE {sid} IN (",
+    )
+
+
+def record_params(record: SessionRecord) -> tuple[bytes, int, int]:
+    """The three parameters of one upsert row (the start time offset into the signed range)."""
+    return bytes(record.session_id), record.agent_id, encode_unsigned(record.started_at_ns)
+
+
+def flat_params(records: Sequence[SessionRecord]) -> list[Any]:
+    params: list[Any] = []
+    for record in records:
+        params.extend(record_params(record))
+    return params
+
+
+def dedupe_last_wins(records: Iterable[SessionRecord]) -> list[SessionRecord]:
+    """One record per id, the last given: one statement may not touch a row twice."""
+    return list({record.session_id: record for record in records}.values())
+
+
+def decode_row(session_id: SessionId, agent_id: Any, stored_start: Any) -> SessionRecord:
+    """Turn a stored row back into a record; a row that does not decode is ``SerializationError``."""
+    try:
+        return SessionRecord(SessionId(session_id), agent_id, decode_unsigned(stored_start))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"stored session {bytes(session_id).hex()} does not decode: {exc}") from exc
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,183 @@
+"""The domain values of the storage contract: ``SessionId`` and ``SessionRecord``.
+
+The ranges live here, once. The model fields, the admin form, the REST
+serializers and the stores all validate through ``check_int_range`` and
+``SessionId.parse``, so an error says the same thing wherever it is raised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+AGENT_ID_MAX = 2**63 - 1
+"""Largest agent id: the top of a signed 64-bit column."""
+
+STARTED_AT_NS_MAX = 2**64 - 1
+"""Largest start time: the top of the runtime's ``u64`` nanoseconds."""
+
+SESSION_ID_LENGTH = 16
+
+
+def check_int_range(field: str, value: object, maximum: int) -> int:
+    """Return ``value`` if it is an ``int`` in ``0..maximum``, else raise.
+
+    ``bool`` is refused although Python counts it as an ``int``: ``True`` is
+    never a meaningful agent id or timestamp. Raises ``TypeError`` for a
+    value that is not an integer at all and ``ValueError`` for a bool or an
+    integer out of range; both name the field and the allowed range.
+    """
+    expected = f"{field} must be an integer in 0..{maximum}"
+    if isinstance(value, bool):
+        raise ValueError(f"{expected}, got {value!r} (a bool)")
+    if not isinstance(value, int):
+        raise TypeError(f"{expected}, got {type(value).__name__} {value!r}")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{expected}, got {value}")
+    return value
+
+
+class SessionId(bytes):
+    """The identifier of one execution run: exactly 16 raw bytes, a UUID.
+
+    ``SessionId`` is a ``bytes`` subtype (as Django's ``SafeString`` is a
+    ``str`` subtype), so it goes wherever bytes go: database drivers,
+    hashing, comparison with the raw bytes the runtime holds. What it adds is
+    a fixed length and a human form: ``str(sid)`` is canonical lower-case
+    UUID text, the form used in URLs, the admin and JSON.
+
+    >>> sid = SessionId.parse("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0")
+    >>> sid.as_bytes()[:2], str(sid)
+    (b'\\x0f\\x1e', '0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0')
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: bytes | bytearray | memoryview) -> SessionId:
+        if type(value) is cls:
+            return value  # type: ignore[return-value]
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"session_id must be {SESSION_ID_LENGTH} bytes, "
+                f"got {type(value).__name__}; use SessionId.parse() for UUID text"
+            )
+        raw = bytes(value)
+        if len(raw) != SESSION_ID_LENGTH:
+            raise ValueError(
+                f"session_id must be exactly {SESSION_ID_LENGTH} bytes, got {len(raw)}"
+            )
+        return super().__new__(cls, raw)
+
+    @classmethod
+    def from_bytes(cls, value: bytes | bytearray | memoryview) -> SessionId:
+        """Wrap exactly 16 raw bytes, as the runtime's ``SessionId::from_bytes``."""
+        return cls(value)
+
+    @classmethod
+    def from_uuid(cls, value: uuid.UUID) -> SessionId:
+        """Take the 16 bytes of a ``uuid.UUID``."""
+        if not isinstance(value, uuid.UUID):
+            raise TypeError(f"session_id must be a uuid.UUID, got {type(value).__name__}")
+        return cls(value.bytes)
+
+    @classmethod
+    def parse(cls, text: str) -> SessionId:
+        """Parse canonical UUID text or 32 hex digits, in any case.
+
+        This is the one parser for session ids in text: the URL, the JSON
+        body and the admin form all use it. Surrounding whitespace, braces
+        and ``urn:uuid:`` prefixes are refused: they are not what this app
+        ever prints, and accepting them would give one id many spellings.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"session_id text must be a str, got {type(text).__name__}")
+        if len(text) == 32:
+            candidate = text
+        elif len(text) == 36 and all(text[i] == "-" for i in (8, 13, 18, 23)):
+            candidate = text.replace("-", "")
+        else:
+            candidate = ""
+        if len(candidate) != 32 or not all(c in _HEX_DIGITS for c in candidate):
+            raise ValueError(
+                "session_id must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) "
+                f"or 32 hex digits, got {text[:64]!r}"
+            )
+        return cls(bytes.fromhex(candidate))
+
+    @classmethod
+    def new(cls) -> SessionId:
+        """A fresh random UUID v4."""
+        return cls(uuid.uuid4().bytes)
+
+    def as_bytes(self) -> bytes:
+        """The 16 raw bytes, as a plain ``bytes``."""
+        return bytes(self)
+
+    @property
+    def uuid(self) -> uuid.UUID:
+        return uuid.UUID(bytes=bytes(self))
+
+    @property
+    def hex_digits(self) -> str:
+        """32 lower-case hex digits, without dashes."""
+        return self.hex()
+
+    def __str__(self) -> str:
+        return str(self.uuid)
+
+    def __repr__(self) -> str:
+        return f"SessionId('{self}')"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SessionId, (bytes(self),))
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A persisted record of a single agent execution session.
+
+    One record is created per execution run and ties together all governance
+    events within that run. Stores key it by ``session_id``. Construction
+    validates every field, so a ``SessionRecord`` that exists is storable:
+
+    - ``session_id``: a ``SessionId`` (raw 16 bytes are accepted and wrapped);
+    - ``agent_id``: the agent that owns the session, ``0..2**63-1``;
+    - ``started_at_ns``: wall-clock start, nanoseconds since the Unix epoch,
+      ``0..2**64-1``.
+    """
+
+    session_id: SessionId
+    agent_id: int
+    started_at_ns: int
+
+    def __post_init__(self) -> None:
+        if type(self.session_id) is not SessionId:
+            object.__setattr__(self, "session_id", SessionId(self.session_id))
+        check_int_range("agent_id", self.agent_id, AGENT_ID_MAX)
+        check_int_range("started_at_ns", self.started_at_ns, STARTED_AT_NS_MAX)
+
+
+
+def parse_session_id(value: object) -> SessionId:
+    """Coerce a ``SessionId``, raw bytes, a ``uuid.UUID`` or UUID/hex text.
+
+    The one entry point for ids from outside: the admin form, the URL, the
+    JSON body and ORM lookups all come through here. Raises ``ValueError``
+    or ``TypeError`` with a message that says what is accepted.
+    """
+    if isinstance(value, str):
+        return SessionId.parse(value)
+    if isinstance(value, uuid.UUID):
+        return SessionId.from_uuid(value)
+    return SessionId(value)  # type: ignore[arg-type]
+
+
+def check_record(record: object) -> SessionRecord:
+    """Return ``record`` if it is a ``SessionRecord`` (already validated), else raise ``TypeError``."""
+    if not isinstance(record, SessionRecord):
+        raise TypeError(f"record must be a SessionRecord, got {type(record).__name__}")
+    return record
