@@ -151,5 +151,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"sessions_app": {"handlers": ["console"], "level": os.environ.get("SESSIONS_APP_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "sessions_app": {"handlers": ["console"], "level": os.environ.get("SESSIONS_APP_LOG_LEVEL", "INFO")}
+    },
 }

@@ -74,5 +74,5 @@ class SessionStore(abc.ABC):
         for session_id in session_ids:
             await self.delete(session_id)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections or threads the store holds. Safe to call twice."""

@@ -33,7 +33,9 @@ async def assert_session_store_conformance(store: SessionStore, record: SessionR
     )
     await store.save(replacement)
     loaded = await store.load(record.session_id)
-    assert loaded == replacement, f"save did not overwrite: load returned {loaded!r}, expected {replacement!r}"
+    assert loaded == replacement, (
+        f"save did not overwrite: load returned {loaded!r}, expected {replacement!r}"
+    )
 
     await store.delete(record.session_id)
     try:

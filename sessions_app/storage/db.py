@@ -153,4 +153,3 @@ def _discard_if_broken(connection: Any) -> None:
     except Exception:  # closing a dead connection may itself fail
         logger.debug("closing a failed connection raised", exc_info=True)
         connection.connection = None
-

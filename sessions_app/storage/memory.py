@@ -56,4 +56,3 @@ class InMemorySessionStore(SessionStore):
         with self._lock:
             for session_id in doomed:
                 self._records.pop(session_id, None)
-

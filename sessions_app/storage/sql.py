@@ -73,8 +73,7 @@ def session_sql(model: type, vendor: str, alias: str) -> SessionSQL:
         suffix = f" ON DUPLICATE KEY UPDATE {agent} = VALUES({agent}), {started} = VALUES({started})"
     else:
         suffix = (
-            f" ON CONFLICT ({sid}) DO UPDATE SET {agent} = EXCLUDED.{agent},"
-            f" {started} = EXCLUDED.{started}"
+            f" ON CONFLICT ({sid}) DO UPDATE SET {agent} = EXCLUDED.{agent}, {started} = EXCLUDED.{started}"
         )
     return SessionSQL(
         table=table,

@@ -64,9 +64,7 @@ class SessionId(bytes):
             )
         raw = bytes(value)
         if len(raw) != SESSION_ID_LENGTH:
-            raise ValueError(
-                f"session_id must be exactly {SESSION_ID_LENGTH} bytes, got {len(raw)}"
-            )
+            raise ValueError(f"session_id must be exactly {SESSION_ID_LENGTH} bytes, got {len(raw)}")
         return super().__new__(cls, raw)
 
     @classmethod
@@ -159,7 +157,6 @@ class SessionRecord:
             object.__setattr__(self, "session_id", SessionId(self.session_id))
         check_int_range("agent_id", self.agent_id, AGENT_ID_MAX)
         check_int_range("started_at_ns", self.started_at_ns, STARTED_AT_NS_MAX)
-
 
 
 def parse_session_id(value: object) -> SessionId:

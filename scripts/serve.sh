@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install everything, migrate, and serve the app on http://127.0.0.1:8000
+# (admin at /admin/, API at /api/, docs at /api/docs/) under uvicorn.
+#
+# To log into the admin, set DJANGO_SUPERUSER_USERNAME and
+# DJANGO_SUPERUSER_PASSWORD (and optionally DJANGO_SUPERUSER_EMAIL) before
+# the first run, or run `.venv/bin/python manage.py createsuperuser`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/python manage.py migrate --noinput
+if [ -n "${DJANGO_SUPERUSER_USERNAME:-}" ] && [ -n "${DJANGO_SUPERUSER_PASSWORD:-}" ]; then
+  .venv/bin/python manage.py createsuperuser --noinput --email "${DJANGO_SUPERUSER_EMAIL:-admin@localhost}" 2>/dev/null \
+    || echo "serve: superuser ${DJANGO_SUPERUSER_USERNAME} already exists"
+fi
+exec .venv/bin/uvicorn aa_project.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

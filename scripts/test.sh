@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything and run the whole test suite: lint, then the tests on
+# SQLite, then on PostgreSQL (127.0.0.1:5432) when that server answers.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+bash scripts/install-browser.sh || echo "test: no browser installed; the browser test will say it skipped"
+
+PY=.venv/bin/python
+POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "== migrations are complete"
+$PY manage.py makemigrations --check --dry-run
+
+ran=()
+skipped=()
+
+echo "== tests on SQLite"
+env -u DATABASE_URL $PY -m pytest "$@"
+ran+=("SQLite")
+
+if $PY - "$POSTGRES_URL" <<'PYEOF'
+import sys
+import psycopg
+try:
+    psycopg.connect(sys.argv[1].replace("postgres://", "postgresql://"), connect_timeout=3).close()
+except Exception as exc:
+    print(f"PostgreSQL at {sys.argv[1]} is not reachable: {exc}")
+    sys.exit(1)
+PYEOF
+then
+  echo "== tests on PostgreSQL ($POSTGRES_URL)"
+  DATABASE_URL="$POSTGRES_URL" $PY -m pytest "$@"
+  ran+=("PostgreSQL")
+else
+  skipped+=("PostgreSQL (server not reachable)")
+fi
+
+echo "== backends tested: ${ran[*]}"
+if [ ${#skipped[@]} -gt 0 ]; then echo "== backends skipped: ${skipped[*]}"; fi
