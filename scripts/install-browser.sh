@@ -12,5 +12,5 @@ if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "install-browser: installing chromium and chromium-driver from Debian"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq chromium chromium-driver >/dev/null
+apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
+apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium chromium-driver >/dev/null

@@ -52,3 +52,37 @@ def store(request, transactional_db):
 @pytest.fixture
 def vendor() -> str:
     return connections["default"].vendor
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    """``make_user("view", "add")``: a user holding exactly those ExecutionSession permissions."""
+    from django.contrib.auth.models import Permission
+
+    def make(*actions: str, username: str | None = None):
+        user = django_user_model.objects.create_user(
+            username=username or "user-" + "-".join(actions or ("none",)), password="pw-Secret-123"
+        )
+        codenames = [f"{action}_executionsession" for action in actions]
+        user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api(make_user):
+    """A DRF client logged in (by token) as a user with every session permission."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    user = make_user("view", "add", "change", "delete", username="operator")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2 is slow on purpose; the tests create many users."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -13,7 +13,7 @@ Mirrors the runtime's ``aa_core::storage`` module::
 
 from .base import SessionStore
 from .conformance import assert_session_store_conformance
-from .db import DjangoSessionStore
+from .db import DjangoSessionStore, SyncDjangoSessionStore
 from .errors import BackendError, ConflictError, NotFound, SerializationError, StorageError
 from .memory import InMemorySessionStore
 from .types import SessionId, SessionRecord
@@ -29,5 +29,6 @@ __all__ = [
     "SessionRecord",
     "SessionStore",
     "StorageError",
+    "SyncDjangoSessionStore",
     "assert_session_store_conformance",
 ]

@@ -1,9 +1,17 @@
-"""``DjangoSessionStore``: the store backed by the ``ExecutionSession`` table."""
+"""Stores backed by the ``ExecutionSession`` table through Django's database layer.
+
+``SyncDjangoSessionStore`` holds the logic, one SQL statement per
+operation on Django's own connection for the alias; ``DjangoSessionStore``
+is the async contract over it. Sync callers (DRF views, management
+commands, Celery tasks) use the sync store directly and pay no event-loop
+round trip.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -11,7 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db import Error as DjangoDatabaseError
 
 from .base import SessionStore
-from .errors import BackendError, ConflictError, NotFound, StorageError
+from .errors import BackendError, ConflictError, NotFound
 from .sql import SessionSQL, chunks, decode_row, dedupe_last_wins, flat_params, record_params, session_sql
 from .types import SessionId, SessionRecord, check_record
 
@@ -24,22 +32,19 @@ T = TypeVar("T")
 BATCH_ROWS = 500
 
 
-class DjangoSessionStore(SessionStore):
-    """Stores records in the model's table on the Django database ``using``.
-
-    Each operation is one SQL statement on Django's own connection for that
-    alias, run through ``sync_to_async`` so the event loop never blocks:
+class SyncDjangoSessionStore:
+    """The store's contract for synchronous callers, on the Django database ``using``.
 
     - ``save`` is one atomic upsert (``INSERT ... ON CONFLICT DO UPDATE``,
       ``ON DUPLICATE KEY UPDATE`` on MySQL/MariaDB), never read-then-write, so
       concurrent saves of one id never raise and leave exactly one row;
-    - ``load`` is one ``SELECT`` by primary key;
+    - ``load`` is one ``SELECT`` by primary key, ``NotFound`` when absent;
     - ``delete`` is one ``DELETE``, which succeeds when nothing matches.
 
     Database errors reach the caller as ``BackendError`` (``ConflictError``
     for an integrity violation) with the driver's error chained; after a
-    failure the connection is closed if unusable, so the next call
-    reconnects once the server is back.
+    failure an unusable connection is closed, so the next call reconnects
+    once the server is back.
 
     ``model`` may be any concrete subclass of ``AbstractExecutionSession``.
     """
@@ -57,11 +62,11 @@ class DjangoSessionStore(SessionStore):
 
     # -- the contract ------------------------------------------------------
 
-    async def save(self, record: SessionRecord) -> None:
+    def save(self, record: SessionRecord) -> None:
         params = record_params(check_record(record))
-        await self._run(lambda sql, cursor: cursor.execute(sql.upsert(), params))
+        self._run(lambda sql, cursor: cursor.execute(sql.upsert(), params))
 
-    async def load(self, session_id: SessionId) -> SessionRecord:
+    def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
         params = (bytes(session_id),)
 
@@ -69,18 +74,48 @@ class DjangoSessionStore(SessionStore):
             cursor.execute(sql.select_one, params)
             return cursor.fetchone()
 
-        row = await self._run(select)
+        row = self._run(select)
         if row is None:
             raise NotFound(f"no session {session_id}")
         return decode_row(session_id, *row)
 
-    async def delete(self, session_id: SessionId) -> None:
+    def delete(self, session_id: SessionId) -> None:
         params = (bytes(SessionId(session_id)),)
-        await self._run(lambda sql, cursor: cursor.execute(sql.delete_one, params))
+        self._run(lambda sql, cursor: cursor.execute(sql.delete_one, params))
 
-    # -- batches: one statement per chunk of BATCH_ROWS ---------------------
+    # -- beyond the contract -------------------------------------------------
 
-    async def save_many(self, records: Iterable[SessionRecord]) -> None:
+    def insert(self, record: SessionRecord) -> None:
+        """Create ``record``; ``ConflictError`` if its id exists. One ``INSERT``."""
+        params = record_params(check_record(record))
+        self._run(lambda sql, cursor: cursor.execute(sql.insert, params), atomic=True)
+
+    def upsert(self, record: SessionRecord) -> bool:
+        """``save`` that also tells whether the record was created (``True``) or replaced.
+
+        On PostgreSQL one statement answers both (``RETURNING xmax = 0``).
+        Elsewhere, in one transaction: insert if absent, and update if that
+        inserted nothing. The first statement is a write, so the transaction
+        holds the write lock (SQLite) or the row lock (MySQL) from its start
+        and no other writer can slip between the two.
+        """
+        params = record_params(check_record(record))
+
+        def upsert(sql: SessionSQL, cursor: Any) -> bool:
+            if sql.upsert_reporting_insert:
+                cursor.execute(sql.upsert_reporting_insert, params)
+                return bool(cursor.fetchone()[0])
+            cursor.execute(sql.insert_if_absent, params)
+            if cursor.rowcount == 1:
+                return True
+            session_id, agent_id, stored_start = params
+            cursor.execute(sql.update_one, (agent_id, stored_start, session_id))
+            return False
+
+        return self._run(upsert, atomic=True)
+
+    def save_many(self, records: Iterable[SessionRecord]) -> None:
+        """Save every record in one statement per ``BATCH_ROWS``, all in one transaction."""
         unique = dedupe_last_wins(check_record(record) for record in records)
 
         def upsert_all(sql: SessionSQL, cursor: Any) -> None:
@@ -88,9 +123,10 @@ class DjangoSessionStore(SessionStore):
                 cursor.execute(sql.upsert(len(chunk)), flat_params(chunk))
 
         if unique:
-            await self._run(upsert_all, atomic=True)
+            self._run(upsert_all, atomic=True)
 
-    async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
+    def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
+        """The records that exist among ``session_ids``; absent ids are simply missing."""
         wanted = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
 
         def select_all(sql: SessionSQL, cursor: Any) -> list[Any]:
@@ -100,11 +136,12 @@ class DjangoSessionStore(SessionStore):
                 rows.extend(cursor.fetchall())
             return rows
 
-        rows = await self._run(select_all) if wanted else []
+        rows = self._run(select_all) if wanted else []
         records = (decode_row(bytes(sid), agent, start) for sid, agent, start in rows)
         return {record.session_id: record for record in records}
 
-    async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+    def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+        """Delete every listed id, one statement per ``BATCH_ROWS``, in one transaction."""
         doomed = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
 
         def delete_all(sql: SessionSQL, cursor: Any) -> None:
@@ -112,42 +149,79 @@ class DjangoSessionStore(SessionStore):
                 cursor.execute(sql.delete_many(len(chunk)), chunk)
 
         if doomed:
-            await self._run(delete_all, atomic=True)
+            self._run(delete_all, atomic=True)
 
     # -- plumbing ----------------------------------------------------------
 
-    async def _run(self, operation: Callable[[SessionSQL, Any], T], *, atomic: bool = False) -> T:
-        return await sync_to_async(self._run_sync)(operation, atomic)
-
-    def _run_sync(self, operation: Callable[[SessionSQL, Any], T], atomic: bool) -> T:
+    def _run(self, operation: Callable[[SessionSQL, Any], T], *, atomic: bool = False) -> T:
         connection = connections[self.using]
-        try:
+        with backend_errors(connection, repr(self)):
             sql = session_sql(self.model, connection.vendor, self.using)
             if atomic:
                 with transaction.atomic(using=self.using), connection.cursor() as cursor:
                     return operation(sql, cursor)
             with connection.cursor() as cursor:
                 return operation(sql, cursor)
-        except StorageError:
-            raise
-        except IntegrityError as exc:
-            raise ConflictError(f"{self!r}: {exc}") from exc
-        except DjangoDatabaseError as exc:
-            _discard_if_broken(connection)
-            raise BackendError(f"{self!r}: database error: {exc}") from exc
-        except (connection.Database.Error, OSError) as exc:
-            # Driver and socket errors that escape Django's wrapper still
-            # belong to the backend.
-            _discard_if_broken(connection)
-            raise BackendError(f"{self!r}: {type(exc).__name__}: {exc}") from exc
+
+
+class DjangoSessionStore(SessionStore):
+    """The async ``SessionStore`` over the model's table on the Django database ``using``.
+
+    Each call is one SQL statement (see ``SyncDjangoSessionStore``) run
+    through ``sync_to_async``, so the event loop never blocks and Django's
+    connection handling applies: ``DATABASES`` is the one configuration.
+    ``self.sync`` is the same store for synchronous callers.
+    """
+
+    def __init__(self, using: str = DEFAULT_DB_ALIAS, *, model: type | None = None) -> None:
+        self.sync = SyncDjangoSessionStore(using, model=model)
+        self.using = using
+        self.model = self.sync.model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(using={self.using!r}, model={self.model.__name__})"
+
+    async def save(self, record: SessionRecord) -> None:
+        await sync_to_async(self.sync.save)(record)
+
+    async def load(self, session_id: SessionId) -> SessionRecord:
+        return await sync_to_async(self.sync.load)(session_id)
+
+    async def delete(self, session_id: SessionId) -> None:
+        await sync_to_async(self.sync.delete)(session_id)
+
+    async def save_many(self, records: Iterable[SessionRecord]) -> None:
+        await sync_to_async(self.sync.save_many)(list(records))
+
+    async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
+        return await sync_to_async(self.sync.load_many)(list(session_ids))
+
+    async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+        await sync_to_async(self.sync.delete_many)(list(session_ids))
+
+
+@contextmanager
+def backend_errors(connection: Any, where: str) -> Iterator[None]:
+    """Translate database errors into the contract's errors, with the cause chained.
+
+    An integrity violation is a ``ConflictError``; every other database,
+    driver or socket error is a ``BackendError``, after which a connection
+    left unusable is closed so that the next call reconnects.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        raise ConflictError(f"{where}: {exc}") from exc
+    except (DjangoDatabaseError, connection.Database.Error, OSError) as exc:
+        _discard_if_broken(connection)
+        raise BackendError(f"{where}: database error: {exc}") from exc
 
 
 def _discard_if_broken(connection: Any) -> None:
     """Drop a connection that failed so the next call opens a fresh one."""
+    if connection.in_atomic_block:
+        return  # the caller's transaction owns the connection
     try:
-        if connection.in_atomic_block:
-            return
-        connection.close_if_unusable_or_obsolete()
         if connection.connection is not None and not connection.is_usable():
             connection.close()
     except Exception:  # closing a dead connection may itself fail

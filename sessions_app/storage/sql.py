@@ -47,6 +47,10 @@ class SessionSQL:
     select_many_prefix: str
     delete_one: str
     delete_many_prefix: str
+    insert: str
+    insert_if_absent: str
+    update_one: str
+    upsert_reporting_insert: str | None
 
     def upsert(self, rows: int = 1) -> str:
         return self.upsert_prefix + ", ".join([self.upsert_row] * rows) + self.upsert_suffix
@@ -75,8 +79,21 @@ def session_sql(model: type, vendor: str, alias: str) -> SessionSQL:
         suffix = (
             f" ON CONFLICT ({sid}) DO UPDATE SET {agent} = EXCLUDED.{agent}, {started} = EXCLUDED.{started}"
         )
+    insert = f"INSERT INTO {table} ({sid}, {agent}, {started}) VALUES (%s, %s, %s)"
+    if vendor == "mysql":
+        insert_if_absent = insert.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+    else:
+        insert_if_absent = f"{insert} ON CONFLICT ({sid}) DO NOTHING"
+    # xmax is 0 on a row version that an INSERT created and holds the
+    # updating transaction's id when ON CONFLICT updated it: the usual
+    # PostgreSQL idiom for telling the two apart in one statement.
+    reporting = insert + suffix + " RETURNING (xmax = 0)" if vendor == "postgresql" else None
     return SessionSQL(
         table=table,
+        insert=insert,
+        insert_if_absent=insert_if_absent,
+        update_one=f"UPDATE {table} SET {agent} = %s, {started} = %s WHERE {sid} = %s",
+        upsert_reporting_insert=reporting,
         upsert_prefix=f"INSERT INTO {table} ({sid}, {agent}, {started}) VALUES ",
         upsert_row="(%s, %s, %s)",
         upsert_suffix=suffix,

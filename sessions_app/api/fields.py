@@ -1,0 +1,97 @@
+"""Serializer fields for the session id and the 64-bit integers.
+
+They parse with the same functions as the model and the store
+(``parse_session_id``, ``check_int_range``), so a range or a spelling is
+defined once for every surface.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..storage.types import SessionId, check_int_range, parse_session_id
+
+_DECIMAL_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+@extend_schema_field(OpenApiTypes.UUID)
+class SessionIdField(serializers.Field):
+    """A session id as canonical UUID text; input also takes 32 hex digits."""
+
+    default_error_messages = {
+        "invalid": _("Must be a UUID (8-4-4-4-12 hex digits) or 32 hex digits."),
+    }
+
+    def to_internal_value(self, data: Any) -> SessionId:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            return parse_session_id(data)
+        except (TypeError, ValueError):
+            self.fail("invalid")
+            raise  # unreachable: fail() raises
+
+    def to_representation(self, value: Any) -> str:
+        return str(SessionId(value))
+
+
+class BoundedIntegerField(serializers.Field):
+    """An integer in ``0..maximum``, from a JSON integer or a string of decimal digits.
+
+    Booleans, floats and anything else are refused: ``true`` or ``1.5`` is
+    never a meaningful id or timestamp. ``as_string`` writes the value as a
+    decimal string, for integers past 2**53 that JavaScript would round.
+    """
+
+    default_error_messages = {
+        "invalid": _("Must be an integer in 0..{maximum}, as a JSON integer or a string of digits."),
+        "range": _("Must be an integer in 0..{maximum}."),
+    }
+
+    def __init__(self, *, maximum: int, as_string: bool = False, **kwargs: Any) -> None:
+        self.maximum = maximum
+        self.as_string = as_string
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and _DECIMAL_DIGITS.fullmatch(data):
+            value = int(data)
+        elif isinstance(data, int) and not isinstance(data, bool):
+            value = data
+        else:
+            self.fail("invalid", maximum=self.maximum)
+        try:
+            return check_int_range(self.field_name, value, self.maximum)
+        except ValueError:
+            self.fail("range", maximum=self.maximum)
+            raise  # unreachable: fail() raises
+
+    def to_representation(self, value: int) -> int | str:
+        return str(value) if self.as_string else int(value)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^[0-9]{1,20}$",
+        "example": "1764067200123456789",
+        "description": "Nanoseconds since the Unix epoch, 0..18446744073709551615, as a decimal "
+        "string (JSON numbers past 2**53 lose digits in JavaScript). Input also accepts a JSON integer.",
+    }
+)
+class NanosecondsField(BoundedIntegerField):
+    """``started_at_ns``: an unsigned 64-bit integer, written as a decimal string."""
+
+    def __init__(self, *, maximum: int, **kwargs: Any) -> None:
+        super().__init__(maximum=maximum, as_string=True, **kwargs)
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1})
+class AgentIdField(BoundedIntegerField):
+    """``agent_id``: a JSON integer in ``0..2**63-1``."""

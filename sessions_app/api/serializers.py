@@ -1,0 +1,51 @@
+"""The JSON form of a session record."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..storage.types import AGENT_ID_MAX, STARTED_AT_NS_MAX, SessionId, SessionRecord
+from .fields import AgentIdField, NanosecondsField, SessionIdField
+
+
+def ns_to_iso8601(started_at_ns: int) -> str:
+    """UTC ISO 8601 with microseconds and a ``Z``: ``2025-11-25T10:40:00.123456Z``.
+
+    Exact to the microsecond (truncated, not rounded, so it never shows a
+    later time than the nanoseconds say). 2**64-1 ns is in the year 2554.
+    """
+    seconds, nanoseconds = divmod(started_at_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=nanoseconds // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ExecutionSessionSerializer(serializers.Serializer):
+    """One agent execution session.
+
+    ``session_id`` is UUID text; ``started_at_ns`` is a decimal string;
+    ``started_at`` is derived from it, ISO 8601 in UTC.
+    """
+
+    # Reads ``ExecutionSession`` instances and ``SessionRecord`` values alike;
+    # ``to_record`` turns validated input into a record.
+
+    session_id = SessionIdField(required=False)
+    agent_id = AgentIdField(maximum=AGENT_ID_MAX)
+    started_at_ns = NanosecondsField(maximum=STARTED_AT_NS_MAX)
+    started_at = serializers.SerializerMethodField()
+
+    @extend_schema_field({"type": "string", "format": "date-time", "readOnly": True})
+    def get_started_at(self, obj: Any) -> str:
+        return ns_to_iso8601(obj.started_at_ns)
+
+    def to_record(self, session_id: SessionId | None = None) -> SessionRecord:
+        data = self.validated_data
+        return SessionRecord(
+            session_id or data.get("session_id") or SessionId.new(),
+            data["agent_id"],
+            data["started_at_ns"],
+        )

@@ -1,0 +1,216 @@
+"""``ExecutionSessionViewSet``: the REST face of the store.
+
+Every write is the store's own statement: ``PUT`` is the contract's
+``save`` (an atomic upsert that reports whether it created), ``POST`` a
+plain ``INSERT`` (409 when the id exists), ``DELETE`` the idempotent delete.
+Reads go through the ORM so that django-filter and cursor pagination apply.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import Error as DatabaseError
+from django.db import connections, transaction
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from ..conf import app_settings
+from ..models import ExecutionSession
+from ..storage.db import SyncDjangoSessionStore, backend_errors
+from ..storage.errors import BackendError, ConflictError, NotFound
+from ..storage.types import SessionId
+from .filters import ExecutionSessionFilter
+from .pagination import ExecutionSessionCursorPagination
+from .serializers import ExecutionSessionSerializer
+
+logger = logging.getLogger("sessions_app.api")
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("A session with this id already exists.")
+    default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("The session database is unavailable; try again later.")
+    default_code = "database_unavailable"
+
+
+_ID_PARAMETER = OpenApiParameter(
+    "session_id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="Canonical UUID text, or 32 hex digits. A malformed id is a 404.",
+)
+_ERROR = OpenApiResponse(description='An error: {"detail": ...}, or field messages for a 400.')
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List sessions, newest start first (cursor pagination)"),
+    retrieve=extend_schema(
+        summary="Load one session",
+        parameters=[_ID_PARAMETER],
+        responses={200: ExecutionSessionSerializer, 404: _ERROR},
+    ),
+    create=extend_schema(
+        summary="Create a session (its id is generated when omitted)",
+        responses={201: ExecutionSessionSerializer, 400: _ERROR, 409: _ERROR},
+    ),
+    update=extend_schema(
+        summary="Save a session: create it or replace it, as the contract's save",
+        parameters=[_ID_PARAMETER],
+        responses={
+            200: OpenApiResponse(ExecutionSessionSerializer, description="Replaced an existing session."),
+            201: OpenApiResponse(ExecutionSessionSerializer, description="Created the session."),
+            400: _ERROR,
+        },
+    ),
+    partial_update=extend_schema(
+        summary="Change agent_id or started_at_ns of an existing session",
+        parameters=[_ID_PARAMETER],
+        responses={200: ExecutionSessionSerializer, 400: _ERROR, 404: _ERROR},
+    ),
+    destroy=extend_schema(
+        summary="Delete a session; deleting an absent one also succeeds",
+        parameters=[_ID_PARAMETER],
+        responses={204: OpenApiResponse(description="Deleted, or was already absent.")},
+    ),
+)
+class ExecutionSessionViewSet(viewsets.GenericViewSet):
+    """List, load, create, save, change and delete execution sessions."""
+
+    queryset = ExecutionSession.objects.all()
+    serializer_class = ExecutionSessionSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ExecutionSessionFilter
+    pagination_class = ExecutionSessionCursorPagination
+    lookup_url_kwarg = "session_id"
+
+    def get_permissions(self) -> list[Any]:
+        return [permission() for permission in app_settings.PERMISSION_CLASSES]
+
+    def get_throttles(self) -> list[Any]:
+        return [throttle() for throttle in app_settings.THROTTLE_CLASSES]
+
+    def get_queryset(self) -> Any:
+        return super().get_queryset().using(app_settings.DATABASE_ALIAS)
+
+    @property
+    def store(self) -> SyncDjangoSessionStore:
+        return SyncDjangoSessionStore(app_settings.DATABASE_ALIAS, model=self.queryset.model)
+
+    def url_session_id(self) -> SessionId:
+        try:
+            return SessionId.parse(self.kwargs[self.lookup_url_kwarg])
+        except ValueError:
+            raise Http404 from None
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, NotFound):
+            exc = exceptions.NotFound()
+        elif isinstance(exc, ConflictError):
+            exc = Conflict()
+        elif isinstance(exc, (BackendError, DatabaseError)):
+            logger.error("session API: database unavailable: %s", exc)
+            exc = ServiceUnavailable()
+        return super().handle_exception(exc)
+
+    # -- reads ---------------------------------------------------------------
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        with backend_errors(connections[app_settings.DATABASE_ALIAS], "session API list"):
+            page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        record = self.store.load(self.url_session_id())
+        return Response(self.get_serializer(record).data)
+
+    # -- writes --------------------------------------------------------------
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        record = serializer.to_record()
+        self.store.insert(record)
+        self._log_write("created", record.session_id)
+        return Response(self.get_serializer(record).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        session_id = self.url_session_id()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self._check_body_id(serializer, session_id)
+        record = serializer.to_record(session_id)
+        created = self.store.upsert(record)
+        self._log_write("created" if created else "replaced", session_id)
+        return Response(
+            self.get_serializer(record).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        session_id = self.url_session_id()
+        serializer = self.get_serializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        self._check_body_id(serializer, session_id)
+        changes = {
+            name: value
+            for name, value in serializer.validated_data.items()
+            if name in ("agent_id", "started_at_ns")
+        }
+        with (
+            backend_errors(connections[app_settings.DATABASE_ALIAS], "session API patch"),
+            transaction.atomic(using=app_settings.DATABASE_ALIAS),
+        ):
+            # One UPDATE changes only the named columns; the row is then
+            # read back in the same transaction for the answer.
+            if changes and not self.get_queryset().filter(pk=session_id).update(**changes):
+                raise NotFound(str(session_id))
+            record = self.store.load(session_id)
+        if changes:
+            self._log_write("changed " + ", ".join(sorted(changes)), session_id)
+        return Response(self.get_serializer(record).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            session_id = self.url_session_id()
+        except Http404:
+            # No stored session can have a malformed id: like any absent
+            # session, deleting it is a success.
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        self.store.delete(session_id)
+        self._log_write("deleted", session_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # -- helpers -------------------------------------------------------------
+
+    @staticmethod
+    def _check_body_id(serializer: ExecutionSessionSerializer, session_id: SessionId) -> None:
+        body_id = serializer.validated_data.get("session_id")
+        if body_id is not None and body_id != session_id:
+            raise exceptions.ValidationError(
+                {"session_id": [_("Must equal the session id in the URL, if given.")]}
+            )
+
+    def _log_write(self, action: str, session_id: SessionId) -> None:
+        user = self.request.user
+        logger.info(
+            "session %s %s by user %s (id %s)",
+            session_id,
+            action,
+            user.get_username(),
+            user.pk,
+            extra={"session_id": str(session_id), "user_id": user.pk, "action": action},
+        )

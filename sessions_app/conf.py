@@ -1,0 +1,78 @@
+"""The app's settings, read in one place with defaults (as DRF's ``api_settings``).
+
+A project configures the app with one dict::
+
+    SESSIONS_APP = {
+        "STORE": "sessions_app.storage.DjangoSessionStore",
+        "PAGE_SIZE": 100,
+    }
+
+Every key is optional; ``app_settings.KEY`` gives the project's value or the
+default, and follows ``override_settings`` in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+SETTINGS_NAME = "SESSIONS_APP"
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted path of the store class ``get_session_store()`` builds, and its keyword arguments.
+    "STORE": "sessions_app.storage.DjangoSessionStore",
+    "STORE_OPTIONS": {},
+    # The Django database alias the default store and the API use.
+    "DATABASE_ALIAS": "default",
+    # CachedSessionStore: the cache alias and the timeout in seconds.
+    "CACHE_ALIAS": "default",
+    "CACHE_TIMEOUT": 300,
+    # REST API: page size of the list, and the DRF policy classes by dotted path.
+    "PAGE_SIZE": 100,
+    "MAX_PAGE_SIZE": 1000,
+    "PERMISSION_CLASSES": ["sessions_app.api.permissions.ExecutionSessionPermissions"],
+    "THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+}
+
+IMPORT_STRINGS = {"PERMISSION_CLASSES", "THROTTLE_CLASSES"}
+
+
+class AppSettings:
+    """Attribute access to ``settings.SESSIONS_APP`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, SETTINGS_NAME, None) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"{SETTINGS_NAME} has no setting {name!r}; known: {', '.join(DEFAULTS)}")
+        if name not in self._cache:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if name in IMPORT_STRINGS:
+                value = [import_string(path) if isinstance(path, str) else path for path in value]
+            self._cache[name] = value
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+app_settings = AppSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTINGS_NAME:
+        app_settings.reload()
+
+
+setting_changed.connect(_reload)
