@@ -42,9 +42,12 @@ class SessionIdFormField(forms.CharField):
     }
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", 36)
-        kwargs.setdefault("min_length", 32)
+        # No min/max_length: their validators would measure the parsed
+        # 16-byte value, not the text. The widget still caps the input.
+        kwargs.pop("max_length", None)
         super().__init__(**kwargs)
+        self.widget.attrs.setdefault("maxlength", "36")
+        self.widget.attrs.setdefault("size", "40")
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, (bytes, bytearray, memoryview)) and len(bytes(value)) == 16:
