@@ -27,6 +27,14 @@ DEFAULTS: dict[str, Any] = {
     "STORE_OPTIONS": {},
     # The Django database alias the default store and the API use.
     "DATABASE_ALIAS": "default",
+    # DjangoSessionStore: use the native async path of the database when its
+    # driver is installed (psycopg's async pool on PostgreSQL, a dedicated
+    # thread on SQLite); otherwise, or with False, Django's cursor through
+    # sync_to_async. POOL_SIZE and POOL_TIMEOUT (seconds to wait for a
+    # connection) size the PostgreSQL pool of each event loop.
+    "NATIVE_ASYNC": True,
+    "POOL_SIZE": 10,
+    "POOL_TIMEOUT": 5.0,
     # CachedSessionStore: the cache alias and the timeout in seconds.
     "CACHE_ALIAS": "default",
     "CACHE_TIMEOUT": 300,

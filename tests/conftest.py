@@ -19,19 +19,33 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup):
-    """Close the connections that ``sync_to_async`` opened in its worker thread.
+    """Close the connections the tests' stores opened outside the main thread.
 
-    The async tests run their store calls in asgiref's single worker thread,
-    which keeps its own connection; PostgreSQL refuses to drop the test
-    database while it is open.
+    The async tests run Django-cursor calls in asgiref's worker thread, which
+    keeps its own connection, and PostgreSQL refuses to drop the test
+    database while any connection is open.
     """
     yield
     asyncio.run(sync_to_async(connections.close_all)())
 
 
+@pytest.fixture(autouse=True)
+async def _close_pools_after_each_test():
+    """Each test runs in its own event loop; close the PostgreSQL pools it opened in it."""
+    yield
+    try:
+        from sessions_app.storage.db_postgresql import close_pools
+    except ImportError:
+        return
+    await close_pools()
+
+
 @pytest.fixture
 def django_store(transactional_db) -> DjangoSessionStore:
-    return DjangoSessionStore()
+    """The Django store on its native async path for this database."""
+    store = DjangoSessionStore()
+    assert store.path_name in {"PostgresAsyncPath", "SQLitePath"}
+    return store
 
 
 @pytest.fixture
@@ -39,7 +53,13 @@ def memory_store() -> InMemorySessionStore:
     return InMemorySessionStore()
 
 
-@pytest.fixture(params=["memory", "django"])
+@pytest.fixture
+def django_threaded_store(transactional_db) -> DjangoSessionStore:
+    """The Django store on its portable path: Django's cursor through sync_to_async."""
+    return DjangoSessionStore(native_async=False)
+
+
+@pytest.fixture(params=["memory", "django", "django_threaded"])
 def store(request, transactional_db):
     """Each contract test runs once per store.
 

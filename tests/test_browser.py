@@ -43,6 +43,7 @@ def browser():
 
 def test_operator_finds_opens_and_deletes_a_session(browser, live_server, django_user_model):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     django_user_model.objects.create_superuser("operator", "op@example.com", "pw-Secret-123")
     target = SessionId(b"\x00\xff/_:" * 3 + b"\x2f")
@@ -57,6 +58,7 @@ def test_operator_finds_opens_and_deletes_a_session(browser, live_server, django
     search = browser.find_element(By.ID, "searchbar")
     search.send_keys(str(target)[:13])  # a partial id
     search.submit()
+    WebDriverWait(browser, 10).until(lambda b: "?q=" in b.current_url)
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     assert len(rows) == 1
     assert str(target) in rows[0].text
@@ -65,6 +67,7 @@ def test_operator_finds_opens_and_deletes_a_session(browser, live_server, django
     assert str(target) in browser.find_element(By.ID, "content").text
     browser.find_element(By.CSS_SELECTOR, "a.deletelink").click()
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, "ul.messagelist"))
 
     assert "was deleted successfully" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     # Back on the list, still searching for the id: nothing matches any more.

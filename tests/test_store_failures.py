@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import asyncio, json, django
 django.setup()
+from django.conf import settings
+settings.SESSIONS_APP = {"POOL_TIMEOUT": 1.0}  # how long a pooled path waits for a connection
 from sessions_app.storage import DjangoSessionStore, SessionId, SessionRecord, StorageError
 
 async def main():

@@ -20,16 +20,21 @@ from django.db import Error as DjangoDatabaseError
 
 from .base import SessionStore
 from .errors import BackendError, ConflictError, NotFound
-from .sql import SessionSQL, chunks, decode_row, dedupe_last_wins, flat_params, record_params, session_sql
+from .sql import (
+    BATCH_ROWS,
+    SessionSQL,
+    chunks,
+    decode_row,
+    dedupe_last_wins,
+    flat_params,
+    record_params,
+    session_sql,
+)
 from .types import SessionId, SessionRecord, check_record
 
 logger = logging.getLogger("sessions_app.storage")
 
 T = TypeVar("T")
-
-# Rows per statement in the batch methods: 3 parameters a row stays under
-# every supported database's parameter limit (SQLite's default is 32766).
-BATCH_ROWS = 500
 
 
 class SyncDjangoSessionStore:
@@ -64,7 +69,7 @@ class SyncDjangoSessionStore:
 
     def save(self, record: SessionRecord) -> None:
         params = record_params(check_record(record))
-        self._run(lambda sql, cursor: cursor.execute(sql.upsert(), params))
+        self._run(lambda sql, cursor: cursor.execute(sql.upsert_one, params))
 
     def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
@@ -167,37 +172,126 @@ class SyncDjangoSessionStore:
 class DjangoSessionStore(SessionStore):
     """The async ``SessionStore`` over the model's table on the Django database ``using``.
 
-    Each call is one SQL statement (see ``SyncDjangoSessionStore``) run
-    through ``sync_to_async``, so the event loop never blocks and Django's
-    connection handling applies: ``DATABASES`` is the one configuration.
+    Each call is one SQL statement (batches: one per chunk), the same SQL
+    as ``SyncDjangoSessionStore``, on the fastest path the database offers:
+
+    - PostgreSQL with ``psycopg_pool`` installed: natively async, over a
+      pool per event loop (``storage/db_postgresql.py``);
+    - SQLite: a dedicated thread that owns one connection
+      (``storage/db_sqlite.py``);
+    - otherwise (or ``native_async=False``): Django's own connection through
+      ``sync_to_async``.
+
+    Every path is configured by ``DATABASES[using]`` alone and passes the
+    conformance routine. The native paths use their own connections, so a
+    call does not join a transaction the caller opened with ``atomic()``.
     ``self.sync`` is the same store for synchronous callers.
     """
 
-    def __init__(self, using: str = DEFAULT_DB_ALIAS, *, model: type | None = None) -> None:
+    def __init__(
+        self,
+        using: str = DEFAULT_DB_ALIAS,
+        *,
+        model: type | None = None,
+        native_async: bool | None = None,
+    ) -> None:
         self.sync = SyncDjangoSessionStore(using, model=model)
         self.using = using
         self.model = self.sync.model
+        self._native_async = native_async
+        self._path: Any = None
+        self._sql: SessionSQL | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(using={self.using!r}, model={self.model.__name__})"
 
+    @property
+    def path_name(self) -> str:
+        """Which path this store's calls take: ``postgresql``, ``sqlite`` or ``sync_to_async``."""
+        self._choose_path()
+        return type(self._path).__name__ if self._path is not None else "sync_to_async"
+
+    def _choose_path(self) -> None:
+        if self._sql is not None:
+            return
+        from ..conf import app_settings
+
+        wrapper = connections[self.using]
+        native = app_settings.NATIVE_ASYNC if self._native_async is None else self._native_async
+        if native and wrapper.vendor == "postgresql":
+            try:
+                from .db_postgresql import PostgresAsyncPath
+            except ImportError:  # psycopg 2, or psycopg without psycopg_pool
+                logger.info("psycopg_pool is not installed; %r uses sync_to_async", self)
+            else:
+                self._path = PostgresAsyncPath(self.using, app_settings.POOL_SIZE, app_settings.POOL_TIMEOUT)
+        elif native and wrapper.vendor == "sqlite":
+            from .db_sqlite import SQLitePath
+
+            self._path = SQLitePath(self.using)
+        self._sql = session_sql(self.model, wrapper.vendor, self.using)
+
+    # -- the contract ------------------------------------------------------
+
     async def save(self, record: SessionRecord) -> None:
-        await sync_to_async(self.sync.save)(record)
+        params = record_params(check_record(record))
+        self._choose_path()
+        if self._path is None:
+            return await sync_to_async(self.sync.save)(record)
+        await self._path.execute(self._sql.upsert_one, params)  # type: ignore[union-attr]
 
     async def load(self, session_id: SessionId) -> SessionRecord:
-        return await sync_to_async(self.sync.load)(session_id)
+        session_id = SessionId(session_id)
+        self._choose_path()
+        if self._path is None:
+            return await sync_to_async(self.sync.load)(session_id)
+        row = await self._path.fetchone(self._sql.select_one, (bytes(session_id),))  # type: ignore[union-attr]
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return decode_row(session_id, *row)
 
     async def delete(self, session_id: SessionId) -> None:
-        await sync_to_async(self.sync.delete)(session_id)
+        params = (bytes(SessionId(session_id)),)
+        self._choose_path()
+        if self._path is None:
+            return await sync_to_async(self.sync.delete)(session_id)
+        await self._path.execute(self._sql.delete_one, params)  # type: ignore[union-attr]
+
+    # -- batches -----------------------------------------------------------
 
     async def save_many(self, records: Iterable[SessionRecord]) -> None:
-        await sync_to_async(self.sync.save_many)(list(records))
+        unique = dedupe_last_wins(check_record(record) for record in records)
+        self._choose_path()
+        if not unique:
+            return
+        if self._path is None:
+            return await sync_to_async(self.sync.save_many)(unique)
+        await self._path.save_many(self._sql, unique)
 
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
-        return await sync_to_async(self.sync.load_many)(list(session_ids))
+        wanted = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
+        self._choose_path()
+        if not wanted:
+            return {}
+        if self._path is None:
+            return await sync_to_async(self.sync.load_many)(wanted)
+        rows = await self._path.load_many(self._sql, wanted)
+        records = (decode_row(bytes(sid), agent, start) for sid, agent, start in rows)
+        return {record.session_id: record for record in records}
 
     async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
-        await sync_to_async(self.sync.delete_many)(list(session_ids))
+        doomed = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
+        self._choose_path()
+        if not doomed:
+            return
+        if self._path is None:
+            return await sync_to_async(self.sync.delete_many)(doomed)
+        await self._path.delete_many(self._sql, doomed)
+
+    async def aclose(self) -> None:
+        """Close this event loop's PostgreSQL pools (a no-op on the other paths)."""
+        if self._path is not None:
+            await self._path.aclose()
 
 
 @contextmanager

@@ -20,6 +20,12 @@ from .types import SessionId, SessionRecord
 
 _SIGNED_OFFSET = 2**63
 
+# Rows per statement in the batch calls that list their rows: 3 parameters
+# a row stays under every supported database's parameter limit (999 on
+# SQLite before 3.32). PostgreSQL passes arrays and uses ARRAY_ROWS.
+BATCH_ROWS = 300
+ARRAY_ROWS = 10_000
+
 
 def encode_unsigned(value: int) -> int:
     """Map ``0..2**64-1`` onto a signed 64-bit column's ``-2**63..2**63-1``.
@@ -40,6 +46,7 @@ class SessionSQL:
     """Statements for one model table, with ``%s`` placeholders (DB-API ``format`` style)."""
 
     table: str
+    upsert_one: str
     upsert_prefix: str
     upsert_row: str
     upsert_suffix: str
@@ -51,6 +58,10 @@ class SessionSQL:
     insert_if_absent: str
     update_one: str
     upsert_reporting_insert: str | None
+    # PostgreSQL only: batches as one statement over arrays, whatever their size.
+    upsert_array: str | None = None
+    select_any: str | None = None
+    delete_any: str | None = None
 
     def upsert(self, rows: int = 1) -> str:
         return self.upsert_prefix + ", ".join([self.upsert_row] * rows) + self.upsert_suffix
@@ -88,8 +99,18 @@ def session_sql(model: type, vendor: str, alias: str) -> SessionSQL:
     # updating transaction's id when ON CONFLICT updated it: the usual
     # PostgreSQL idiom for telling the two apart in one statement.
     reporting = insert + suffix + " RETURNING (xmax = 0)" if vendor == "postgresql" else None
+    arrays: dict[str, str] = {}
+    if vendor == "postgresql":
+        arrays = {
+            "upsert_array": f"INSERT INTO {table} ({sid}, {agent}, {started}) "
+            f"SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[]){suffix}",
+            "select_any": f"SELECT {sid}, {agent}, {started} FROM {table} WHERE {sid} = ANY(%s::bytea[])",
+            "delete_any": f"DELETE FROM {table} WHERE {sid} = ANY(%s::bytea[])",
+        }
     return SessionSQL(
+        **arrays,
         table=table,
+        upsert_one=f"INSERT INTO {table} ({sid}, {agent}, {started}) VALUES (%s, %s, %s){suffix}",
         insert=insert,
         insert_if_absent=insert_if_absent,
         update_one=f"UPDATE {table} SET {agent} = %s, {started} = %s WHERE {sid} = %s",
@@ -107,6 +128,15 @@ def session_sql(model: type, vendor: str, alias: str) -> SessionSQL:
 def record_params(record: SessionRecord) -> tuple[bytes, int, int]:
     """The three parameters of one upsert row (the start time offset into the signed range)."""
     return bytes(record.session_id), record.agent_id, encode_unsigned(record.started_at_ns)
+
+
+def column_params(records: Sequence[SessionRecord]) -> tuple[list[bytes], list[int], list[int]]:
+    """The upsert parameters as three columns, for PostgreSQL's ``unnest``."""
+    return (
+        [bytes(record.session_id) for record in records],
+        [record.agent_id for record in records],
+        [encode_unsigned(record.started_at_ns) for record in records],
+    )
 
 
 def flat_params(records: Sequence[SessionRecord]) -> list[Any]:
