@@ -51,7 +51,7 @@ def connection_kwargs(alias: str) -> dict[str, Any]:
     return params
 
 
-async def get_pool(alias: str, size: int, timeout: float) -> AsyncConnectionPool:
+async def get_pool(alias: str, size: int, timeout: float) -> AsyncConnectionPool:  # noqa: ASYNC109 - the pool's wait, not this call's
     """The open pool for ``alias`` in the running event loop, made on first use."""
     loop = asyncio.get_running_loop()
     per_loop = _pools.setdefault(alias, weakref.WeakKeyDictionary())

@@ -19,6 +19,7 @@ runner does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -177,10 +178,8 @@ def _in_transaction(connection: sqlite3.Connection, statements: list[tuple[str, 
 
 
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody waits any more
         loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:
-        pass  # the caller's loop has closed: nobody is waiting any more
 
 
 def _chained(error: Exception, cause: BaseException) -> Exception:
