@@ -175,7 +175,7 @@ class DjangoSessionStore(SessionStore):
     Each call is one SQL statement (batches: one per chunk), the same SQL
     as ``SyncDjangoSessionStore``, on the fastest path the database offers:
 
-    - PostgreSQL with ``psycopg_pool`` installed: natively async, over a
+    - PostgreSQL with psycopg 3: natively async, over a small
       pool per event loop (``storage/db_postgresql.py``);
     - SQLite: a dedicated thread that owns one connection
       (``storage/db_sqlite.py``);
@@ -221,8 +221,8 @@ class DjangoSessionStore(SessionStore):
         if native and wrapper.vendor == "postgresql":
             try:
                 from .db_postgresql import PostgresAsyncPath
-            except ImportError:  # psycopg 2, or psycopg without psycopg_pool
-                logger.info("psycopg_pool is not installed; %r uses sync_to_async", self)
+            except ImportError:  # psycopg2 only: no asyncio support
+                logger.info("psycopg 3 is not installed; %r uses sync_to_async", self)
             else:
                 self._path = PostgresAsyncPath(self.using, app_settings.POOL_SIZE, app_settings.POOL_TIMEOUT)
         elif native and wrapper.vendor == "sqlite":

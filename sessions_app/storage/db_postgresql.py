@@ -1,28 +1,37 @@
-"""The native async path to PostgreSQL: psycopg's async connection pool.
+"""The native async path to PostgreSQL: psycopg 3's ``AsyncConnection``, pooled.
 
 Why not Django's async ORM: every query it runs hops to a worker thread
 (``sync_to_async``), and that hop costs more than half of what the query
 itself costs on a local server. psycopg 3 speaks asyncio natively, so the
-event loop waits on the socket directly and 64 concurrent tasks have 64
-queries in flight on up to ``POOL_SIZE`` connections, not one worker thread.
+event loop waits on the socket directly, and 64 concurrent tasks have up to
+``POOL_SIZE`` queries in flight at once rather than queueing behind one
+thread.
 
-Configuration still comes from Django: the pool connects with the alias'
+Why a small pool of its own rather than ``psycopg_pool``: this path runs
+three one-statement operations, each far shorter than psycopg_pool's
+bookkeeping; in ``benchmarks/`` its check-out and return cost about a
+quarter of a save+load+delete cycle at concurrency 1. ``LeanPool`` does the
+least that is still correct: idle connections on a stack, at most ``size``
+open, waiters served first-come, broken connections dropped.
+
+Configuration comes from Django: connections open with the alias'
 ``get_connection_params()`` (``NAME``, ``USER``, ``HOST``, ``OPTIONS`` ...),
-in autocommit mode. One pool per alias and event loop, since asyncio
-objects belong to the loop that made them.
+in autocommit mode. One pool per alias and event loop, since asyncio objects
+belong to the loop that made them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 from django.db import connections
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg.pq import TransactionStatus
 
 from .errors import BackendError, ConflictError
 from .sql import ARRAY_ROWS, SessionSQL, chunks, column_params
@@ -31,7 +40,7 @@ from .types import SessionRecord
 # Django-specific keys of get_connection_params() that psycopg.connect does not take.
 _DJANGO_ONLY_PARAMS = ("cursor_factory", "context", "pool", "server_side_binding")
 
-_pools: dict[str, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]] = {}
+_pools: dict[str, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeanPool]] = {}
 
 
 def connection_kwargs(alias: str) -> dict[str, Any]:
@@ -43,7 +52,7 @@ def connection_kwargs(alias: str) -> dict[str, Any]:
     if "prepare_threshold" not in wrapper.settings_dict["OPTIONS"]:
         # Django turns server-side prepared statements off unless OPTIONS
         # asks for them (for transaction-mode poolers). This path runs the
-        # same three statements all the time, so it keeps psycopg's default
+        # same few statements all the time, so it keeps psycopg's default
         # (prepare after 5 uses); OPTIONS["prepare_threshold"] = None turns
         # it off here too.
         params.pop("prepare_threshold", None)
@@ -51,22 +60,87 @@ def connection_kwargs(alias: str) -> dict[str, Any]:
     return params
 
 
-async def get_pool(alias: str, size: int, timeout: float) -> AsyncConnectionPool:  # noqa: ASYNC109 - the pool's wait, not this call's
-    """The open pool for ``alias`` in the running event loop, made on first use."""
+class LeanPool:
+    """At most ``size`` autocommit connections, lent to one task at a time."""
+
+    def __init__(self, alias: str, size: int, wait_timeout: float) -> None:
+        self.alias = alias
+        self.size = size
+        self.wait_timeout = wait_timeout
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._waiters: deque[asyncio.Future[psycopg.AsyncConnection[Any] | None]] = deque()
+        self._opened = 0  # connections open or opening
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        conn = await self._acquire()
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._opened < self.size:
+                self._opened += 1
+                try:
+                    return await psycopg.AsyncConnection.connect(**connection_kwargs(self.alias))
+                except BaseException:
+                    self._opened -= 1
+                    self._wake_one(None)
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                conn = await asyncio.wait_for(waiter, self.wait_timeout)
+            except TimeoutError:
+                raise BackendError(
+                    f"PostgreSQL: all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
+                ) from None
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                    self._release(waiter.result())  # handed over just as we were cancelled
+                raise
+            if conn is not None:
+                return conn
+            # None: a connection was dropped, so there is room to open one.
+
+    def _release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self._closed or conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+            self._opened -= 1
+            if not conn.closed:
+                asyncio.get_running_loop().create_task(conn.close())
+            self._wake_one(None)
+            return
+        if not self._wake_one(conn):
+            self._idle.append(conn)
+
+    def _wake_one(self, conn: psycopg.AsyncConnection[Any] | None) -> bool:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        self._opened -= len(idle)
+        for conn in idle:
+            await conn.close()
+
+
+def get_pool(alias: str, size: int, wait_timeout: float) -> LeanPool:
+    """The pool for ``alias`` in the running event loop, made on first use."""
     loop = asyncio.get_running_loop()
     per_loop = _pools.setdefault(alias, weakref.WeakKeyDictionary())
     pool = per_loop.get(loop)
     if pool is None:
-        pool = AsyncConnectionPool(
-            kwargs=connection_kwargs(alias),
-            min_size=1,
-            max_size=size,
-            timeout=timeout,
-            open=False,
-            name=f"sessions_app:{alias}",
-        )
-        per_loop[loop] = pool  # before awaiting, so concurrent first calls share it
-        await pool.open()
+        pool = per_loop[loop] = LeanPool(alias, size, wait_timeout)
     return pool
 
 
@@ -89,25 +163,25 @@ class PostgresAsyncPath:
         self.timeout = timeout
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        pool = await get_pool(self.alias, self.size, self.timeout)
+        pool = get_pool(self.alias, self.size, self.timeout)
         async with _translated_errors(self.alias), pool.connection() as conn:
             await conn.execute(sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        pool = await get_pool(self.alias, self.size, self.timeout)
+        pool = get_pool(self.alias, self.size, self.timeout)
         async with _translated_errors(self.alias), pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchone()
 
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        pool = await get_pool(self.alias, self.size, self.timeout)
+        pool = get_pool(self.alias, self.size, self.timeout)
         async with _translated_errors(self.alias), pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
 
     async def in_transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run several statements in one transaction (the batch calls)."""
-        pool = await get_pool(self.alias, self.size, self.timeout)
+        pool = get_pool(self.alias, self.size, self.timeout)
         async with _translated_errors(self.alias), pool.connection() as conn, conn.transaction():
             for sql, params in statements:
                 await conn.execute(sql, params)
@@ -134,14 +208,5 @@ async def _translated_errors(alias: str) -> AsyncIterator[None]:
         yield
     except psycopg.IntegrityError as exc:
         raise ConflictError(f"PostgreSQL: {exc}") from exc
-    except PoolTimeout as exc:
-        # Either the pool is busy or the server cannot be reached. One
-        # direct connection attempt tells which, and names the real cause.
-        try:
-            probe = await psycopg.AsyncConnection.connect(**connection_kwargs(alias), connect_timeout=3)
-        except psycopg.Error as unreachable:
-            raise BackendError(f"PostgreSQL is unreachable: {unreachable}") from unreachable
-        await probe.close()
-        raise BackendError(f"PostgreSQL: no pooled connection free in time: {exc}") from exc
     except (psycopg.Error, OSError) as exc:
         raise BackendError(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,27 @@
+"""Settings for benchmark processes: the host project's, pointed at BENCH_DATABASE_URL."""
+
+import os
+
+import dj_database_url
+
+from aa_project.settings import *  # noqa: F403
+from aa_project.settings import BASE_DIR, REST_FRAMEWORK
+
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "benchmarks.urls"
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{BASE_DIR / 'bench.sqlite3'}"),
+        conn_max_age=None,  # persistent, as a long-running server keeps it
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+SESSIONS_APP = {"POOL_SIZE": int(os.environ.get("BENCH_POOL_SIZE", "16")), "THROTTLE_CLASSES": []}
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
+LOGGING = {"version": 1, "disable_existing_loggers": False}
