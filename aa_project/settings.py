@@ -89,13 +89,15 @@ TEMPLATES = [
 WSGI_APPLICATION = "aa_project.wsgi.application"
 ASGI_APPLICATION = "aa_project.asgi.application"
 
+# CONN_MAX_AGE stays 0: under ASGI every request runs its sync code in a
+# thread of its own, and persistent connections would pile up, one per
+# thread, until the server refuses more. PostgreSQL reuses connections
+# through Django's own pool (psycopg_pool) instead.
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=600,
-        conn_health_checks=True,
-    )
+    "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0)
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": 20, "timeout": 10}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Separate connections (the store's, the test client's) need a file,
     # not a private in-memory database, to see each other's rows; WAL lets

@@ -12,10 +12,11 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "benchmarks.urls"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{BASE_DIR / 'bench.sqlite3'}"),
-        conn_max_age=None,  # persistent, as a long-running server keeps it
+        os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{BASE_DIR / 'bench.sqlite3'}")
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 2, "max_size": 20, "timeout": 10}}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",

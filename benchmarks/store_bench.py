@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -60,7 +60,11 @@ class Bench:
         await ExecutionSession.objects.all().adelete()
 
     async def measure(
-        self, name: str, concurrency: int, make_op: Callable[[list[SessionRecord]], Awaitable[Op]], unit: int = 1
+        self,
+        name: str,
+        concurrency: int,
+        make_op: Callable[[list[SessionRecord]], Awaitable[Op]],
+        unit: int = 1,
     ) -> float:
         """Median ops/s over the repetitions; each repetition starts from an empty table."""
         results = []
@@ -75,7 +79,9 @@ class Bench:
         return median
 
 
-def cycle_of(save: Callable, load: Callable, delete: Callable) -> Callable[[list[SessionRecord]], Awaitable[Op]]:
+def cycle_of(
+    save: Callable, load: Callable, delete: Callable
+) -> Callable[[list[SessionRecord]], Awaitable[Op]]:
     async def make(records: list[SessionRecord]) -> Op:
         async def cycle(index: int) -> None:
             record = records[index]
@@ -137,7 +143,10 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
         from sessions_app.storage.db_postgresql import connection_kwargs
 
         pool = AsyncConnectionPool(
-            kwargs=connection_kwargs("default"), min_size=bench.pool_size, max_size=bench.pool_size, open=False
+            kwargs=connection_kwargs("default"),
+            min_size=bench.pool_size,
+            max_size=bench.pool_size,
+            open=False,
         )
         await pool.open(wait=True)
 
@@ -164,7 +173,9 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
     raw_sync = connection.connection
     cursor = raw_sync.cursor()
     sync_mark = "?" if vendor == "sqlite" else "%s"
-    s_upsert, s_select, s_delete = (qmark(s, sync_mark) for s in (sql.upsert_one, sql.select_one, sql.delete_one))
+    s_upsert, s_select, s_delete = (
+        qmark(s, sync_mark) for s in (sql.upsert_one, sql.select_one, sql.delete_one)
+    )
 
     async def sync_save(record):
         cursor.execute(s_upsert, record_params(record))
@@ -178,12 +189,16 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
 
     if vendor == "postgresql":
         raw_sync.autocommit = True
-    await bench.measure("raw sync driver cycle (blocks the loop)", 1, cycle_of(sync_save, sync_load, sync_delete))
+    await bench.measure(
+        "raw sync driver cycle (blocks the loop)", 1, cycle_of(sync_save, sync_load, sync_delete)
+    )
 
     # -- this app
     store = DjangoSessionStore()
     for c in concurrencies:
-        await bench.measure(f"DjangoSessionStore ({store.path_name}) cycle", c, cycle_of(store.save, store.load, store.delete))
+        await bench.measure(
+            f"DjangoSessionStore ({store.path_name}) cycle", c, cycle_of(store.save, store.load, store.delete)
+        )
 
     async def inserts(records):
         return lambda i: store.save(records[i])
@@ -200,13 +215,20 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
         await store.save_many(records)
         return lambda i: store.delete(records[i].session_id)
 
-    for name, make in [("save (insert)", inserts), ("save (overwrite)", overwrites), ("load", loads), ("delete", deletes)]:
+    for name, make in [
+        ("save (insert)", inserts),
+        ("save (overwrite)", overwrites),
+        ("load", loads),
+        ("delete", deletes),
+    ]:
         for c in concurrencies:
             await bench.measure(f"DjangoSessionStore {name}", c, make)
 
     threaded = DjangoSessionStore(native_async=False)
     await bench.measure(
-        "DjangoSessionStore (sync_to_async path) cycle", 1, cycle_of(threaded.save, threaded.load, threaded.delete)
+        "DjangoSessionStore (sync_to_async path) cycle",
+        1,
+        cycle_of(threaded.save, threaded.load, threaded.delete),
     )
 
     # -- batches: records per second at batch_size records a call

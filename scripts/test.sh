@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-bash scripts/install-browser.sh || echo "test: no browser installed; the browser test will say it skipped"
+bash scripts/install-system-packages.sh || echo "test: system packages missing; the browser test and the HTTP benchmark will say they skipped"
 
 PY=.venv/bin/python
 POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -40,6 +40,9 @@ then
 else
   skipped+=("PostgreSQL (server not reachable)")
 fi
+
+echo "== benchmarks, quick mode (proves they run; the figures mean little)"
+$PY -m benchmarks.run --quick
 
 echo "== backends tested: ${ran[*]}"
 if [ ${#skipped[@]} -gt 0 ]; then echo "== backends skipped: ${skipped[*]}"; fi

@@ -16,7 +16,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("no Debian chromium + chromium-driver here; scripts/install-browser.sh installs them")
+        pytest.skip(
+            "no Debian chromium + chromium-driver here; scripts/install-system-packages.sh installs them"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

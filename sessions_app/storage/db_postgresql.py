@@ -109,7 +109,12 @@ class LeanPool:
             # None: a connection was dropped, so there is room to open one.
 
     def _release(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if self._closed or conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+        if (
+            self._closed
+            or conn.closed
+            or conn.broken
+            or conn.info.transaction_status != TransactionStatus.IDLE
+        ):
             self._opened -= 1
             if not conn.closed:
                 asyncio.get_running_loop().create_task(conn.close())

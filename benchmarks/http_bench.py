@@ -1,0 +1,149 @@
+"""The HTTP API under uvicorn, loaded by wrk from a second process.
+
+Measures requests/s and p50/p99 latency at 32 connections for
+``GET /api/sessions/{id}/`` and ``PUT /api/sessions/{id}/``, and for the
+baseline: a bare async Django view returning the same record as JSON
+(``benchmarks/urls.py``), served by the same server in the same run. Every
+load is bounded by wrk's ``--duration``; only 127.0.0.1 is targeted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+
+import django
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Permission  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from rest_framework.authtoken.models import Token  # noqa: E402
+
+from sessions_app.models import ExecutionSession  # noqa: E402
+from sessions_app.storage import SessionId  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare() -> tuple[str, SessionId]:
+    call_command("migrate", verbosity=0)
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    user.user_permissions.set(Permission.objects.filter(codename__endswith="_executionsession"))
+    token, _ = Token.objects.get_or_create(user=user)
+    sid = SessionId.new()
+    ExecutionSession.objects.create(session_id=sid, agent_id=42, started_at_ns=1_764_067_200_123_456_789)
+    return token.key, sid
+
+
+def wait_until_up(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"uvicorn did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, token: str, seconds: int, body: str | None = None) -> dict[str, float]:
+    args = [
+        "wrk",
+        "-t2",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"Authorization: Token {token}",
+    ]
+    script = None
+    if body is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(
+            'wrk.method = "PUT"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body)}\n"
+        )
+        script.close()
+        args += ["-s", script.name]
+    output = subprocess.run(
+        [*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    if script is not None:
+        os.unlink(script.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        "p50_ms": to_ms(re.search(r"\s50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repetitions", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("RESULT " + json.dumps({"skipped": "wrk is not installed (apt-get install wrk)"}))
+        return
+    token, sid = prepare()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        wait_until_up(port)
+        base = f"http://127.0.0.1:{port}"
+        body = json.dumps({"agent_id": 7, "started_at_ns": "18446744073709551615"})
+        targets = {
+            "bare async view GET": (f"{base}/bare/sessions/{sid}/", None),
+            "API GET /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", None),
+            "API PUT /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", body),
+        }
+        rows = []
+        for name, (url, put_body) in targets.items():
+            wrk(url, token, 1, put_body)  # warm-up: connections, prepared statements
+            runs = [wrk(url, token, args.seconds, put_body) for _ in range(args.repetitions)]
+            median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            median["non_2xx"] = sum(run["non_2xx"] for run in runs)
+            rows.append({"row": name, **median})
+            print(f"  {name:32} {median['requests_per_s']:8.0f} req/s  p50 {median['p50_ms']:.2f} ms"
+                  f"  p99 {median['p99_ms']:.2f} ms  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print("RESULT " + json.dumps({"connections": CONNECTIONS, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
