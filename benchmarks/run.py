@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few cycles, one repetition: a smoke run")
     args = parser.parse_args()
     quick = args.quick
-    store_args = ["--cycles", "200", "--repetitions", "1", "--concurrency", "1", "64"] if quick else []
+    store_args = ["--cycles", "200", "--repetitions", "1", "--concurrency", "1", "64"]
+    store_args = store_args if quick else []
     http_args = ["--seconds", "2", "--repetitions", "1"] if quick else []
     memory_args = ["--cycles", "20000", "--checkpoint", "10000"] if quick else []
 
@@ -137,8 +138,9 @@ def main() -> None:
         bare = rows["bare async view GET"]["requests_per_s"]
         for row in http["rows"]:
             print(
-                f"{row['row']:32} {row['requests_per_s']:8.0f} req/s {ratio(row['requests_per_s'], bare)} of bare"
-                f"  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  non-2xx {row['non_2xx']}"
+                f"{row['row']:32} {row['requests_per_s']:8.0f} req/s "
+                f"{ratio(row['requests_per_s'], bare)} of bare  p50 {row['p50_ms']:7.2f} ms"
+                f"  p99 {row['p99_ms']:7.2f} ms  non-2xx {row['non_2xx']}"
             )
         checks[f"{name}: 5. API GET vs bare async view (>= 0.5)"] = (
             rows["API GET /api/sessions/{id}/"]["requests_per_s"] / bare
