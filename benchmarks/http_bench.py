@@ -82,20 +82,16 @@ def wrk(url: str, token: str, seconds: int, body: str | None = None) -> dict[str
         "-H",
         f"Authorization: Token {token}",
     ]
-    script = None
-    if body is not None:
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-        script.write(
-            'wrk.method = "PUT"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(body)}\n"
-        )
-        script.close()
-        args += ["-s", script.name]
-    output = subprocess.run(
-        [*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True
-    ).stdout
-    if script is not None:
-        os.unlink(script.name)
+    with tempfile.TemporaryDirectory() as scratch:
+        if body is not None:
+            script = Path(scratch) / "put.lua"
+            script.write_text(
+                'wrk.method = "PUT"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body)}\n"
+            )
+            args += ["-s", str(script)]
+        run = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True)
+    output = run.stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]

@@ -150,16 +150,19 @@ def main() -> None:
     memory = run_part("benchmarks.memory_bench", sqlite_url, *memory_args)
     growth = memory["peak_rss_mib_at_end"] - memory["peak_rss_mib_at_checkpoint"]
     print(
-        f"peak RSS after {memory['checkpoint']} cycles {memory['peak_rss_mib_at_checkpoint']} MiB, after "
-        f"{memory['cycles']} cycles {memory['peak_rss_mib_at_end']} MiB ({memory['seconds']} s, {memory['path']})"
+        f"peak RSS after {memory['checkpoint']} cycles {memory['peak_rss_mib_at_checkpoint']} MiB, "
+        f"after {memory['cycles']} cycles {memory['peak_rss_mib_at_end']} MiB "
+        f"({memory['seconds']} s, {memory['path']})"
     )
 
     print("\n== targets in this run" + (" (quick mode: too few cycles to judge)" if quick else ""))
     for name, value in checks.items():
         wanted = float(name.rsplit(">= ", 1)[1].rstrip(")"))
         print(f"{'met ' if value >= wanted else 'MISS'} {name}: {value:.2f}")
-    print(f"{'met ' if growth <= 10 else 'MISS'} 4. RSS growth {memory['checkpoint']}->{memory['cycles']} cycles"
-          f" (<= 10 MiB): {growth:.2f} MiB")  # fmt: skip
+    verdict = "met " if growth <= 10 else "MISS"
+    print(
+        f"{verdict} 4. RSS growth {memory['checkpoint']}->{memory['cycles']} cycles (<= 10 MiB): {growth:.2f} MiB"
+    )
 
 
 if __name__ == "__main__":
