@@ -160,9 +160,8 @@ def main() -> None:
         wanted = float(name.rsplit(">= ", 1)[1].rstrip(")"))
         print(f"{'met ' if value >= wanted else 'MISS'} {name}: {value:.2f}")
     verdict = "met " if growth <= 10 else "MISS"
-    print(
-        f"{verdict} 4. RSS growth {memory['checkpoint']}->{memory['cycles']} cycles (<= 10 MiB): {growth:.2f} MiB"
-    )
+    span = f"{memory['checkpoint']}->{memory['cycles']} cycles"
+    print(f"{verdict} 4. RSS growth {span} (<= 10 MiB): {growth:.2f} MiB")
 
 
 if __name__ == "__main__":
