@@ -12,6 +12,7 @@ Mirrors the runtime's ``aa_core::storage`` module::
 """
 
 from .base import SessionStore
+from .cached import CachedSessionStore
 from .conformance import assert_session_store_conformance
 from .db import DjangoSessionStore, SyncDjangoSessionStore
 from .errors import BackendError, ConflictError, NotFound, SerializationError, StorageError
@@ -20,6 +21,7 @@ from .types import SessionId, SessionRecord
 
 __all__ = [
     "BackendError",
+    "CachedSessionStore",
     "ConflictError",
     "DjangoSessionStore",
     "InMemorySessionStore",

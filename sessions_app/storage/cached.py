@@ -1,0 +1,158 @@
+"""``CachedSessionStore``: a read-through, write-through cache in front of another store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from django.core.cache import BaseCache, caches
+
+from .base import SessionStore
+from .errors import NotFound
+from .types import SessionId, SessionRecord, check_record
+
+logger = logging.getLogger("sessions_app.storage")
+
+T = TypeVar("T")
+
+# What the cache holds for a deleted session: a load that finds it answers
+# NotFound, and a concurrent load that read the row just before the delete
+# cannot put the record back (it fills with add(), which a tombstone blocks).
+TOMBSTONE = "deleted"
+
+
+class CachedSessionStore(SessionStore):
+    """Layers Django's cache over ``backing_store``, as ``cached_db`` does for Django's sessions.
+
+    - ``save``: the backing store first, then the cache (write-through);
+    - ``load``: the cache, else the backing store, then fills the cache with
+      ``add()`` so that it never overwrites a newer write or a deletion;
+    - ``delete``: the backing store, then a tombstone in the cache.
+
+    With a shared cache (Django's Redis backend) every app server sees the
+    same hot records and the same deletions. A deleted session is never
+    served, whatever the interleaving of loads and the delete. One race is
+    left to the caller: a save and a delete of the *same* id running at the
+    same time may leave either outcome in the cache until ``timeout``, the
+    runtime never does that (it saves at start and deletes at end).
+
+    The backing store is the source of truth. If the cache fails, each call
+    logs a warning and goes to the backing store alone; writes made while
+    the cache is down are not in it when it returns, so keep ``timeout``
+    short if the cache can lose contact and keep its data.
+
+    Writes that bypass this store (the REST API, the admin) do not reach the
+    cache; ``timeout`` bounds how long a load may serve the older value.
+    """
+
+    def __init__(
+        self,
+        backing_store: SessionStore,
+        cache_alias: str | None = None,
+        timeout: float | None = None,
+        key_prefix: str = "sessions_app:session:",
+    ) -> None:
+        from ..conf import app_settings
+
+        self.backing_store = backing_store
+        self.cache_alias = cache_alias or app_settings.CACHE_ALIAS
+        self.timeout = app_settings.CACHE_TIMEOUT if timeout is None else timeout
+        self.key_prefix = key_prefix
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.backing_store!r}, cache_alias={self.cache_alias!r})"
+
+    @property
+    def cache(self) -> BaseCache:
+        return caches[self.cache_alias]
+
+    def key(self, session_id: SessionId) -> str:
+        return self.key_prefix + session_id.hex()
+
+    # -- the contract ------------------------------------------------------
+
+    async def save(self, record: SessionRecord) -> None:
+        record = check_record(record)
+        await self.backing_store.save(record)
+        await self._quietly(self.cache.aset, self.key(record.session_id), _encode(record), self.timeout)
+
+    async def load(self, session_id: SessionId) -> SessionRecord:
+        session_id = SessionId(session_id)
+        key = self.key(session_id)
+        cached = await self._quietly(self.cache.aget, key)
+        if cached == TOMBSTONE:
+            raise NotFound(f"no session {session_id}")
+        record = _decode(session_id, cached)
+        if record is not None:
+            return record
+        record = await self.backing_store.load(session_id)
+        await self._quietly(self.cache.aadd, key, _encode(record), self.timeout)
+        return record
+
+    async def delete(self, session_id: SessionId) -> None:
+        session_id = SessionId(session_id)
+        await self.backing_store.delete(session_id)
+        await self._quietly(self.cache.aset, self.key(session_id), TOMBSTONE, self.timeout)
+
+    # -- batches -----------------------------------------------------------
+
+    async def save_many(self, records: Iterable[SessionRecord]) -> None:
+        records = [check_record(record) for record in records]
+        await self.backing_store.save_many(records)
+        values = {self.key(record.session_id): _encode(record) for record in records}
+        await self._quietly(self.cache.aset_many, values, self.timeout)
+
+    async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
+        wanted = {self.key(sid): sid for sid in map(SessionId, session_ids)}
+        cached = await self._quietly(self.cache.aget_many, list(wanted)) or {}
+        found: dict[SessionId, SessionRecord] = {}
+        missing: list[SessionId] = []
+        for key, session_id in wanted.items():
+            value = cached.get(key)
+            if value == TOMBSTONE:
+                continue
+            record = _decode(session_id, value)
+            if record is None:
+                missing.append(session_id)
+            else:
+                found[session_id] = record
+        if missing:
+            loaded = await self.backing_store.load_many(missing)
+            for session_id, record in loaded.items():
+                await self._quietly(self.cache.aadd, self.key(session_id), _encode(record), self.timeout)
+            found.update(loaded)
+        return found
+
+    async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+        doomed = [SessionId(sid) for sid in session_ids]
+        await self.backing_store.delete_many(doomed)
+        await self._quietly(self.cache.aset_many, {self.key(sid): TOMBSTONE for sid in doomed}, self.timeout)
+
+    async def aclose(self) -> None:
+        await self.backing_store.aclose()
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _quietly(self, call: Callable[..., Awaitable[T]], *args: Any) -> T | None:
+        """Run a cache call; on failure log a warning and carry on without the cache."""
+        try:
+            return await call(*args)
+        except Exception as exc:
+            logger.warning("cache %r failed (%s: %s); using the backing store alone", self.cache_alias,
+                           type(exc).__name__, exc)  # fmt: skip
+            return None
+
+
+def _encode(record: SessionRecord) -> tuple[int, int]:
+    return (record.agent_id, record.started_at_ns)
+
+
+def _decode(session_id: SessionId, value: Any) -> SessionRecord | None:
+    """The cached record, or None for a miss or a value this version cannot read."""
+    if not (isinstance(value, tuple) and len(value) == 2):
+        return None
+    try:
+        return SessionRecord(session_id, *value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,166 @@
+"""``CachedSessionStore``: the contract over a cache, on locmem and on Redis, and without a cache."""
+
+import asyncio
+import logging
+import socket
+
+import pytest
+
+from sessions_app.storage import (
+    CachedSessionStore,
+    DjangoSessionStore,
+    InMemorySessionStore,
+    NotFound,
+    SessionId,
+    SessionRecord,
+    SessionStore,
+    assert_session_store_conformance,
+)
+from sessions_app.storage.cached import TOMBSTONE
+
+
+def redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def caches_under_test(settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sessions-tests"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/15",
+            "KEY_PREFIX": "sessions-app-tests",
+        },
+        "down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        },
+    }
+    from django.core.cache import caches
+
+    yield
+    for alias in ("default", "redis"):
+        if alias == "redis" and not redis_reachable():
+            continue
+        caches[alias].clear()
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def cache_alias(request):
+    if request.param == "redis":
+        if not redis_reachable():
+            pytest.skip("Redis at 127.0.0.1:6379 is not reachable")
+        return "redis"
+    return "default"
+
+
+@pytest.fixture(params=["memory", "django"])
+def backing(request, transactional_db):
+    return DjangoSessionStore() if request.param == "django" else InMemorySessionStore()
+
+
+async def test_conformance(backing, cache_alias):
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    await assert_session_store_conformance(store, SessionRecord(SessionId.new(), 3, 2**64 - 1))
+
+
+async def test_loads_are_served_from_the_cache_after_the_first(cache_alias):
+    backing = InMemorySessionStore()
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 2)
+    await backing.save(record)  # behind the cache's back
+    assert await store.load(record.session_id) == record
+    await backing.delete(record.session_id)
+    assert await store.load(record.session_id) == record  # the cached copy
+
+
+async def test_a_deleted_session_is_never_served(backing, cache_alias):
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 2)
+    await store.save(record)
+    await store.load(record.session_id)  # cached
+    await store.delete(record.session_id)
+    with pytest.raises(NotFound):
+        await store.load(record.session_id)
+    assert await store.load_many([record.session_id]) == {}
+
+
+class PausingStore(InMemorySessionStore):
+    """Holds ``load`` after reading, until released: the window where a delete can slip in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_done = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def load(self, session_id):
+        record = await super().load(session_id)
+        self.read_done.set()
+        await self.release.wait()
+        return record
+
+
+async def test_a_load_racing_a_delete_cannot_put_the_record_back(cache_alias):
+    backing = PausingStore()
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 2)
+    await backing.save(record)
+    slow_load = asyncio.create_task(store.load(record.session_id))
+    await backing.read_done.wait()  # the load has read the row...
+    await store.delete(record.session_id)  # ...the delete lands...
+    backing.release.set()
+    assert await slow_load == record  # ...the load answers what it read,
+    with pytest.raises(NotFound):  # but the cache does not keep it.
+        await store.load(record.session_id)
+
+
+async def test_save_overwrites_the_cached_value(cache_alias):
+    store = CachedSessionStore(InMemorySessionStore(), cache_alias=cache_alias, timeout=60)
+    sid = SessionId.new()
+    await store.save(SessionRecord(sid, 1, 1))
+    await store.load(sid)
+    await store.save(SessionRecord(sid, 2, 2))
+    assert await store.load(sid) == SessionRecord(sid, 2, 2)
+
+
+async def test_batches_go_through_the_cache(cache_alias):
+    backing = InMemorySessionStore()
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    records = [SessionRecord(SessionId.new(), n, n) for n in range(50)]
+    await store.save_many(records)
+    await backing.delete_many([r.session_id for r in records[:10]])  # behind its back
+    assert await store.load_many([r.session_id for r in records]) == {r.session_id: r for r in records}
+    await store.delete_many([r.session_id for r in records[10:20]])
+    left = await store.load_many([r.session_id for r in records])
+    assert set(left) == {r.session_id for r in records[:10] + records[20:]}
+
+
+async def test_a_value_it_cannot_read_is_a_miss(cache_alias):
+    from django.core.cache import caches
+
+    backing = InMemorySessionStore()
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 2)
+    await backing.save(record)
+    await caches[cache_alias].aset(store.key(record.session_id), ("junk", -1))
+    assert await store.load(record.session_id) == record
+    assert TOMBSTONE == "deleted"
+
+
+async def test_with_the_cache_down_it_falls_back_to_the_backing_store_and_warns(caplog):
+    store = CachedSessionStore(InMemorySessionStore(), cache_alias="down", timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 2)
+    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+        await assert_session_store_conformance(store, record)
+        await store.save_many([record])
+        assert await store.load_many([record.session_id]) == {record.session_id: record}
+    assert any("using the backing store alone" in message for message in caplog.messages)
+
+
+def test_it_is_a_session_store():
+    assert issubclass(CachedSessionStore, SessionStore)
