@@ -19,6 +19,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -29,6 +30,7 @@ from ..storage.errors import BackendError, ConflictError, NotFound
 from ..storage.types import SessionId
 from .filters import ExecutionSessionFilter
 from .pagination import ExecutionSessionCursorPagination
+from .parsers import SafeJSONParser
 from .serializers import ExecutionSessionSerializer
 
 logger = logging.getLogger("sessions_app.api")
@@ -91,6 +93,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):
 
     queryset = ExecutionSession.objects.all()
     serializer_class = ExecutionSessionSerializer
+    parser_classes = [SafeJSONParser, FormParser, MultiPartParser]
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionSessionFilter
     pagination_class = ExecutionSessionCursorPagination
