@@ -105,6 +105,19 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):
     def get_throttles(self) -> list[Any]:
         return [throttle() for throttle in app_settings.THROTTLE_CLASSES]
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's ``initial`` with the throttle checked before the permissions.
+
+        DRF refuses an unpermitted request before counting it, so a client
+        guessing tokens is never slowed down. Here every request counts.
+        """
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(request)
+        request.version, request.versioning_scheme = self.determine_version(request, *args, **kwargs)
+        self.perform_authentication(request)
+        self.check_throttles(request)
+        self.check_permissions(request)
+
     def get_queryset(self) -> Any:
         return super().get_queryset().using(app_settings.DATABASE_ALIAS)
 
