@@ -1,0 +1,124 @@
+"""PostgreSQL going away and coming back: clear errors, nothing half-written, recovery in the same process."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection, connections
+
+from sessions_app.models import ExecutionSession
+from sessions_app.storage import BackendError, DjangoSessionStore, SessionId, SessionRecord
+
+from .tcp_proxy import SwitchableProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def proxy():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server to lose; runs when DATABASE_URL points at PostgreSQL")
+    settings = connection.settings_dict
+    proxy = SwitchableProxy((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))).start()
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture
+def faulty_alias(proxy):
+    """A database alias that reaches the test database through the proxy (native async path only)."""
+    alias = "through_proxy"
+    configured = {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": str(proxy.port)}
+    connections.settings[alias] = configured
+    yield alias
+    del connections.settings[alias]
+
+
+async def test_the_async_store_raises_backend_error_while_the_server_is_gone_and_recovers(proxy, faulty_alias):
+    store = DjangoSessionStore(using=faulty_alias)
+    assert store.path_name == "PostgresAsyncPath"
+    kept = SessionRecord(SessionId.new(), 1, 1)
+    await store.save(kept)
+
+    proxy.cut()
+    lost = SessionRecord(SessionId.new(), 2, 2)
+    for call, argument in [(store.save, lost), (store.load, kept.session_id), (store.delete, kept.session_id)]:
+        with pytest.raises(BackendError) as caught:
+            await call(argument)
+        assert caught.value.__cause__ is not None
+
+    proxy.restore()
+    assert await store.load(kept.session_id) == kept
+    await store.save(lost)
+    assert await store.load(lost.session_id) == lost
+    await store.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(proxy, make_user):
+    """uvicorn serving the project, its database reached through the proxy."""
+    from rest_framework.authtoken.models import Token
+
+    user = make_user("view", "add", "change", "delete", username="faults")
+    token = Token.objects.create(user=user).key
+    settings = connection.settings_dict
+    port = free_port()
+    url = f"postgres://{settings['USER']}@127.0.0.1:{proxy.port}/{settings['NAME']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "aa_project.settings"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Token {token}"}, timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.get("/api/schema/")
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield client
+    client.close()
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_the_api_answers_503_json_while_the_server_is_gone_and_recovers(proxy, server):
+    kept = ExecutionSession.objects.create(agent_id=1, started_at_ns=1)
+    assert server.get(f"/api/sessions/{kept.pk}/").status_code == 200
+
+    proxy.cut()
+    lost = SessionId.new()
+    for method, path, body in [
+        ("GET", f"/api/sessions/{kept.pk}/", None),
+        ("GET", "/api/sessions/", None),
+        ("PUT", f"/api/sessions/{lost}/", {"agent_id": 2, "started_at_ns": "2"}),
+        ("DELETE", f"/api/sessions/{kept.pk}/", None),
+    ]:
+        response = server.request(method, path, json=body)
+        assert response.status_code == 503, (method, path, response.status_code, response.text[:200])
+        assert response.headers["content-type"].startswith("application/json")
+
+    proxy.restore()
+    deadline = time.monotonic() + 20
+    while server.get(f"/api/sessions/{kept.pk}/").status_code != 200:
+        assert time.monotonic() < deadline, "the API did not recover within 20 s of the database's return"
+        time.sleep(0.5)
+    assert not ExecutionSession.objects.filter(pk=lost).exists()  # the failed PUT left nothing behind
+    assert ExecutionSession.objects.filter(pk=kept.pk).exists()  # nor did the failed DELETE remove anything
+    assert server.put(f"/api/sessions/{lost}/", json={"agent_id": 2, "started_at_ns": "2"}).status_code == 201
