@@ -1,11 +1,6 @@
 """PostgreSQL going away and coming back: clear errors, nothing half-written, recovery in the same process."""
 
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,9 +9,8 @@ from django.db import connection, connections
 from sessions_app.models import ExecutionSession
 from sessions_app.storage import BackendError, DjangoSessionStore, SessionId, SessionRecord
 
+from .servers import subprocess_database_url, uvicorn_server
 from .tcp_proxy import SwitchableProxy
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +35,9 @@ def faulty_alias(proxy):
     del connections.settings[alias]
 
 
-async def test_the_async_store_raises_backend_error_while_the_server_is_gone_and_recovers(proxy, faulty_alias):
+async def test_the_async_store_raises_backend_error_while_the_server_is_gone_and_recovers(
+    proxy, faulty_alias
+):
     store = DjangoSessionStore(using=faulty_alias)
     assert store.path_name == "PostgresAsyncPath"
     kept = SessionRecord(SessionId.new(), 1, 1)
@@ -49,7 +45,11 @@ async def test_the_async_store_raises_backend_error_while_the_server_is_gone_and
 
     proxy.cut()
     lost = SessionRecord(SessionId.new(), 2, 2)
-    for call, argument in [(store.save, lost), (store.load, kept.session_id), (store.delete, kept.session_id)]:
+    for call, argument in [
+        (store.save, lost),
+        (store.load, kept.session_id),
+        (store.delete, kept.session_id),
+    ]:
         with pytest.raises(BackendError) as caught:
             await call(argument)
         assert caught.value.__cause__ is not None
@@ -61,41 +61,16 @@ async def test_the_async_store_raises_backend_error_while_the_server_is_gone_and
     await store.aclose()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(proxy, make_user):
     """uvicorn serving the project, its database reached through the proxy."""
     from rest_framework.authtoken.models import Token
 
-    user = make_user("view", "add", "change", "delete", username="faults")
-    token = Token.objects.create(user=user).key
-    settings = connection.settings_dict
-    port = free_port()
-    url = f"postgres://{settings['USER']}@127.0.0.1:{proxy.port}/{settings['NAME']}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "aa_project.settings"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Token {token}"}, timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            client.get("/api/schema/")
-            break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield client
-    client.close()
-    process.terminate()
-    process.wait(timeout=30)
+    token = Token.objects.create(user=make_user("view", "add", "change", "delete", username="faults")).key
+    with uvicorn_server(subprocess_database_url(port=proxy.port)) as base:
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Token {token}"}, timeout=30)
+        yield client
+        client.close()
 
 
 def test_the_api_answers_503_json_while_the_server_is_gone_and_recovers(proxy, server):
