@@ -1,6 +1,7 @@
 """One OS process of the concurrency tests: mixed save/load/delete on shared ids.
 
-    python -m tests.concurrency_worker --index 0 --ids-file ids.txt --operations 3000 [--final] [--http URL --token T]
+    python -m tests.concurrency_worker --index 0 --ids-file ids.txt --operations 3000 \\
+        [--final] [--http URL --token T]
 
 Prints one JSON line: every value it wrote per id, every value it read, and
 every error other than NotFound/404. ``--final`` gives each id one last

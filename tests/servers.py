@@ -29,7 +29,8 @@ def subprocess_database_url(host: str | None = None, port: int | None = None) ->
     if connection.vendor == "sqlite":
         return f"sqlite:///{settings['NAME']}"
     user = settings["USER"] or "postgres"
-    return f"postgres://{user}@{host or settings['HOST'] or '127.0.0.1'}:{port or settings['PORT'] or 5432}/{settings['NAME']}"
+    host = host or settings["HOST"] or "127.0.0.1"
+    return f"postgres://{user}@{host}:{port or settings['PORT'] or 5432}/{settings['NAME']}"
 
 
 @contextlib.contextmanager
@@ -37,8 +38,8 @@ def uvicorn_server(database_url: str) -> Iterator[str]:
     """Serve the project on 127.0.0.1 until the block ends; yields the base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log"],
+        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application",
+         "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "aa_project.settings",
              "API_THROTTLE_USER": "10000000/minute"},
