@@ -22,7 +22,8 @@ from django.utils.module_loading import import_string
 SETTINGS_NAME = "SESSIONS_APP"
 
 DEFAULTS: dict[str, Any] = {
-    # Dotted path of the store class ``get_session_store()`` builds, and its keyword arguments.
+    # Dotted path of the store class ``get_session_store()`` builds, and its
+    # keyword arguments (for CachedSessionStore, "backing_store" may be a path).
     "STORE": "sessions_app.storage.DjangoSessionStore",
     "STORE_OPTIONS": {},
     # The Django database alias the default store and the API use.
@@ -62,7 +63,7 @@ class AppSettings:
         return getattr(settings, SETTINGS_NAME, None) or {}
 
     def __getattr__(self, name: str) -> Any:
-        if name not in DEFAULTS:
+        if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(f"{SETTINGS_NAME} has no setting {name!r}; known: {', '.join(DEFAULTS)}")
         if name not in self._cache:
             value = self.user_settings.get(name, DEFAULTS[name])

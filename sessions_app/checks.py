@@ -1,0 +1,123 @@
+"""System checks: each misconfiguration a user can make, with its own id and its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.core.checks import Error, Tags, Warning, register
+from django.db import connections
+from django.utils.module_loading import import_string
+
+from .conf import DEFAULTS, SETTINGS_NAME, app_settings
+
+REQUIRED_APPS = {
+    "rest_framework": "djangorestframework",
+    "django_filters": "django-filter",
+    "drf_spectacular": "drf-spectacular",
+}
+
+
+@register(Tags.compatibility)
+def check_required_apps(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    return [
+        Error(
+            f"sessions_app needs '{label}' in INSTALLED_APPS (package {package}).",
+            hint=f"Add '{label}' to INSTALLED_APPS; `pip install {package}` if it is missing.",
+            id="sessions_app.E001",
+        )
+        for label, package in REQUIRED_APPS.items()
+        if not apps.is_installed(label)
+    ]
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    unknown = sorted(set(app_settings.user_settings) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Warning(
+                f"{SETTINGS_NAME} has unknown keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(DEFAULTS)}. Check the spelling.",
+                id="sessions_app.W001",
+            )
+        )
+    try:
+        from .storage import SessionStore
+
+        store_class = import_string(app_settings.STORE)
+        if not (isinstance(store_class, type) and issubclass(store_class, SessionStore)):
+            raise TypeError("not a SessionStore subclass")
+    except (ImportError, TypeError) as exc:
+        errors.append(
+            Error(
+                f"{SETTINGS_NAME}['STORE'] = {app_settings.STORE!r} is not an importable SessionStore ({exc}).",
+                hint="Use a dotted path such as 'sessions_app.storage.DjangoSessionStore'.",
+                id="sessions_app.E002",
+            )
+        )
+    from django.conf import settings
+
+    cache_alias = app_settings.CACHE_ALIAS
+    if cache_alias not in settings.CACHES:
+        errors.append(
+            Error(
+                f"{SETTINGS_NAME}['CACHE_ALIAS'] = {cache_alias!r} is not in CACHES.",
+                hint=f"Define CACHES[{cache_alias!r}] or set CACHE_ALIAS to one of {sorted(settings.CACHES)}.",
+                id="sessions_app.E003",
+            )
+        )
+    alias = app_settings.DATABASE_ALIAS
+    if alias not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"{SETTINGS_NAME}['DATABASE_ALIAS'] = {alias!r} is not in DATABASES.",
+                hint=f"Set DATABASE_ALIAS to one of {sorted(settings.DATABASES)}.",
+                id="sessions_app.E004",
+            )
+        )
+    for key in ("PAGE_SIZE", "MAX_PAGE_SIZE", "POOL_SIZE"):
+        value = getattr(app_settings, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            errors.append(
+                Error(
+                    f"{SETTINGS_NAME}[{key!r}] must be a positive integer, got {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]}.",
+                    id="sessions_app.E005",
+                )
+            )
+    for key in ("PERMISSION_CLASSES", "THROTTLE_CLASSES"):
+        for path in app_settings.user_settings.get(key, []):
+            try:
+                import_string(path)
+            except ImportError as exc:
+                errors.append(
+                    Error(
+                        f"{SETTINGS_NAME}[{key!r}] names {path!r}, which does not import ({exc}).",
+                        hint="Give dotted paths to DRF permission or throttle classes.",
+                        id="sessions_app.E006",
+                    )
+                )
+    return errors
+
+
+SUPPORTED_VENDORS = {"postgresql", "sqlite", "mysql"}
+
+
+@register(Tags.database)
+def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """Runs with ``manage.py check --database <alias>`` (and before migrate)."""
+    errors: list[Any] = []
+    for alias in databases or []:
+        vendor = connections[alias].vendor
+        if vendor not in SUPPORTED_VENDORS:
+            errors.append(
+                Error(
+                    f"Database {alias!r} is {vendor}; sessions_app stores 16-byte binary ids and signed 64-bit "
+                    f"integers on PostgreSQL, SQLite and MySQL/MariaDB only.",
+                    hint="Point SESSIONS_APP['DATABASE_ALIAS'] (and the router) at a supported database.",
+                    id="sessions_app.E007",
+                )
+            )
+    return errors

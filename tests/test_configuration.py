@@ -1,0 +1,107 @@
+"""``SESSIONS_APP`` settings, ``get_session_store()`` and the system checks."""
+
+import pytest
+from django.core.checks import run_checks
+
+from sessions_app.conf import app_settings
+from sessions_app.storage import (
+    CachedSessionStore,
+    DjangoSessionStore,
+    InMemorySessionStore,
+    SessionId,
+    SessionRecord,
+    get_session_store,
+)
+
+
+def check_ids(**kwargs) -> set[str]:
+    return {message.id for message in run_checks(**kwargs) if message.id.startswith("sessions_app.")}
+
+
+def test_defaults_apply_when_nothing_is_set(settings):
+    if hasattr(settings, "SESSIONS_APP"):
+        del settings.SESSIONS_APP
+    assert app_settings.PAGE_SIZE == 100
+    assert app_settings.STORE == "sessions_app.storage.DjangoSessionStore"
+    assert isinstance(get_session_store(), DjangoSessionStore)
+
+
+def test_settings_are_read_again_when_they_change(settings):
+    settings.SESSIONS_APP = {"PAGE_SIZE": 7}
+    assert app_settings.PAGE_SIZE == 7
+    settings.SESSIONS_APP = {"PAGE_SIZE": 9}
+    assert app_settings.PAGE_SIZE == 9
+
+
+def test_unknown_setting_names_raise_attribute_error():
+    with pytest.raises(AttributeError, match="known"):
+        _ = app_settings.PAGE_SIZ
+
+
+def test_get_session_store_builds_the_configured_store(settings):
+    settings.SESSIONS_APP = {"STORE": "sessions_app.storage.InMemorySessionStore"}
+    assert isinstance(get_session_store(), InMemorySessionStore)
+    settings.SESSIONS_APP = {
+        "STORE": "sessions_app.storage.CachedSessionStore",
+        "STORE_OPTIONS": {"backing_store": "sessions_app.storage.InMemorySessionStore", "timeout": 5},
+    }
+    store = get_session_store()
+    assert isinstance(store, CachedSessionStore)
+    assert isinstance(store.backing_store, InMemorySessionStore)
+    assert store.timeout == 5
+
+
+async def test_the_configured_store_works(settings):
+    settings.SESSIONS_APP = {"STORE": "sessions_app.storage.InMemorySessionStore"}
+    store = get_session_store()
+    record = SessionRecord(SessionId.new(), 1, 1)
+    await store.save(record)
+    assert await store.load(record.session_id) == record
+
+
+def test_the_project_passes_every_check():
+    assert check_ids(databases=["default"]) == set()
+
+
+def test_missing_dependency_app_is_e001(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_filters"]
+    assert "sessions_app.E001" in check_ids()
+
+
+@pytest.mark.parametrize("path", ["no.such.Store", "sessions_app.storage.types.SessionId"])
+def test_store_path_that_is_not_a_store_is_e002(settings, path):
+    settings.SESSIONS_APP = {"STORE": path}
+    assert "sessions_app.E002" in check_ids()
+
+
+def test_unknown_cache_alias_is_e003(settings):
+    settings.SESSIONS_APP = {"CACHE_ALIAS": "nope"}
+    assert "sessions_app.E003" in check_ids()
+
+
+def test_unknown_database_alias_is_e004(settings):
+    settings.SESSIONS_APP = {"DATABASE_ALIAS": "nope"}
+    assert "sessions_app.E004" in check_ids()
+
+
+@pytest.mark.parametrize("value", [0, -1, "10", True])
+def test_bad_page_size_is_e005(settings, value):
+    settings.SESSIONS_APP = {"PAGE_SIZE": value}
+    assert "sessions_app.E005" in check_ids()
+
+
+def test_unimportable_permission_class_is_e006(settings):
+    settings.SESSIONS_APP = {"PERMISSION_CLASSES": ["no.such.Permission"]}
+    assert "sessions_app.E006" in check_ids()
+
+
+def test_misspelt_key_is_w001(settings):
+    settings.SESSIONS_APP = {"PAGE_SIZ": 10}
+    assert "sessions_app.W001" in check_ids()
+
+
+def test_unsupported_database_is_e007(monkeypatch):
+    from django.db import connections
+
+    monkeypatch.setattr(connections["default"], "vendor", "oracle")
+    assert "sessions_app.E007" in check_ids(databases=["default"])
