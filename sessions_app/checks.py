@@ -52,7 +52,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     except (ImportError, TypeError) as exc:
         errors.append(
             Error(
-                f"{SETTINGS_NAME}['STORE'] = {app_settings.STORE!r} is not an importable SessionStore ({exc}).",
+                f"{SETTINGS_NAME}['STORE'] = {app_settings.STORE!r} "
+                f"is not an importable SessionStore ({exc}).",
                 hint="Use a dotted path such as 'sessions_app.storage.DjangoSessionStore'.",
                 id="sessions_app.E002",
             )
@@ -64,7 +65,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         errors.append(
             Error(
                 f"{SETTINGS_NAME}['CACHE_ALIAS'] = {cache_alias!r} is not in CACHES.",
-                hint=f"Define CACHES[{cache_alias!r}] or set CACHE_ALIAS to one of {sorted(settings.CACHES)}.",
+                hint=f"Define CACHES[{cache_alias!r}] or use one of {sorted(settings.CACHES)}.",
                 id="sessions_app.E003",
             )
         )
@@ -114,9 +115,10 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
         if vendor not in SUPPORTED_VENDORS:
             errors.append(
                 Error(
-                    f"Database {alias!r} is {vendor}; sessions_app stores 16-byte binary ids and signed 64-bit "
+                    f"Database {alias!r} is {vendor}; sessions_app stores 16-byte binary ids and "
+                    "signed 64-bit "
                     f"integers on PostgreSQL, SQLite and MySQL/MariaDB only.",
-                    hint="Point SESSIONS_APP['DATABASE_ALIAS'] (and the router) at a supported database.",
+                    hint="Point SESSIONS_APP['DATABASE_ALIAS'] at a supported database.",
                     id="sessions_app.E007",
                 )
             )
