@@ -102,6 +102,16 @@ ASGI_APPLICATION = "aa_project.asgi.application"
 DATABASES = {
     "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0)
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    # MySQL/MariaDB through PyMySQL: pure Python, so it installs from PyPI
+    # on a fresh machine (mysqlclient needs the C client headers from the
+    # OS). Django checks for mysqlclient's version; PyMySQL speaks its API.
+    import pymysql
+
+    pymysql.version_info = (2, 2, 7, "final", 0)
+    pymysql.install_as_MySQLdb()
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
+    DATABASES["default"].setdefault("TEST", {}).update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_bin"})
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": 20, "timeout": 10}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -9,6 +9,7 @@ bash scripts/install-system-packages.sh || echo "test: system packages missing; 
 
 PY=.venv/bin/python
 POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+MARIADB_URL="${MARIADB_URL:-mysql://root@127.0.0.1:3306/test}"
 
 echo "== ruff"
 .venv/bin/ruff check .
@@ -39,6 +40,22 @@ then
   ran+=("PostgreSQL")
 else
   skipped+=("PostgreSQL (server not reachable)")
+fi
+
+if $PY - <<'PYEOF'
+import pymysql
+try:
+    pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=3).close()
+except Exception as exc:
+    print(f"MariaDB at 127.0.0.1:3306 is not reachable: {exc}")
+    raise SystemExit(1)
+PYEOF
+then
+  echo "== tests on MariaDB ($MARIADB_URL)"
+  DATABASE_URL="$MARIADB_URL" $PY -m pytest "$@"
+  ran+=("MariaDB")
+else
+  skipped+=("MariaDB (server not reachable)")
 fi
 
 echo "== benchmarks, quick mode (proves they run; the figures mean little)"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from .fields import SessionIdField, UnsignedBigIntegerField
-from .storage.types import SessionId, SessionRecord
+from .storage.types import AGENT_ID_MAX, SessionId, SessionRecord
 
 
 class AbstractExecutionSession(models.Model):
@@ -25,6 +26,9 @@ class AbstractExecutionSession(models.Model):
     agent_id = models.PositiveBigIntegerField(
         _("agent id"),
         db_index=True,
+        # The column's own range is 0..2**64-1 on MySQL (bigint unsigned);
+        # the contract's is 0..2**63-1 everywhere.
+        validators=[MaxValueValidator(AGENT_ID_MAX)],
         help_text=_("The agent that owns this session, 0..9223372036854775807."),
     )
     started_at_ns = UnsignedBigIntegerField(

@@ -28,9 +28,12 @@ def subprocess_database_url(host: str | None = None, port: int | None = None) ->
     settings = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{settings['NAME']}"
-    user = settings["USER"] or "postgres"
+    scheme, default_user, default_port = {"mysql": ("mysql", "root", 3306)}.get(
+        connection.vendor, ("postgres", "postgres", 5432)
+    )
+    user = settings["USER"] or default_user
     host = host or settings["HOST"] or "127.0.0.1"
-    return f"postgres://{user}@{host}:{port or settings['PORT'] or 5432}/{settings['NAME']}"
+    return f"{scheme}://{user}@{host}:{port or settings['PORT'] or default_port}/{settings['NAME']}"
 
 
 @contextlib.contextmanager

@@ -104,3 +104,31 @@ async def test_a_row_that_does_not_decode_is_a_serialization_error():
         await DjangoSessionStore().load(sid)
     with pytest.raises(SerializationError):
         await DjangoSessionStore().load_many([sid])
+
+
+class _DriverError(Exception):
+    def __init__(self, *args, sqlstate=None):
+        super().__init__(*args)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("cause", "transient"),
+    [
+        (_DriverError(1213, "Deadlock found when trying to get lock"), True),
+        (_DriverError(1205, "Lock wait timeout exceeded"), True),
+        (_DriverError(sqlstate="40P01"), True),
+        (_DriverError(sqlstate="40001"), True),
+        (_DriverError(1062, "Duplicate entry"), False),
+        (_DriverError(sqlstate="23505"), False),
+        (_DriverError("connection refused"), False),
+    ],
+)
+def test_only_deadlocks_and_serialization_failures_are_retried(cause, transient):
+    from django.db import OperationalError
+
+    from sessions_app.storage.db import is_transient
+
+    wrapped = OperationalError(str(cause))
+    wrapped.__cause__ = cause
+    assert is_transient(wrapped) is transient

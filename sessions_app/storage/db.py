@@ -37,6 +37,22 @@ logger = logging.getLogger("sessions_app.storage")
 T = TypeVar("T")
 
 
+# How often an operation runs when the database aborts it as a deadlock
+# victim or a serialization failure (seen on MySQL/MariaDB under contention).
+TRANSIENT_RETRIES = 3
+_TRANSIENT_MYSQL_CODES = {1205, 1213}  # lock wait timeout, deadlock
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the database aborted the statement for a concurrency reason, so that a retry may succeed."""
+    cause = exc.__cause__ or exc
+    if getattr(cause, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(cause, "args", ())
+    return bool(args) and args[0] in _TRANSIENT_MYSQL_CODES
+
+
 class SyncDjangoSessionStore:
     """The store's contract for synchronous callers, on the Django database ``using``.
 
@@ -162,11 +178,22 @@ class SyncDjangoSessionStore:
         connection = connections[self.using]
         with backend_errors(connection, repr(self)):
             sql = session_sql(self.model, connection.vendor, self.using)
-            if atomic:
-                with transaction.atomic(using=self.using), connection.cursor() as cursor:
-                    return operation(sql, cursor)
-            with connection.cursor() as cursor:
-                return operation(sql, cursor)
+            for attempt in range(1, TRANSIENT_RETRIES + 1):
+                try:
+                    if atomic:
+                        with transaction.atomic(using=self.using), connection.cursor() as cursor:
+                            return operation(sql, cursor)
+                    with connection.cursor() as cursor:
+                        return operation(sql, cursor)
+                except DjangoDatabaseError as exc:
+                    # Each operation is one statement or one transaction of
+                    # its own, so running it again after the database chose
+                    # it as a deadlock victim is safe, unless the caller's
+                    # own transaction was rolled back with it.
+                    if attempt == TRANSIENT_RETRIES or connection.in_atomic_block or not is_transient(exc):
+                        raise
+                    logger.info("%r: retrying after a transient database error: %s", self, exc)
+        raise AssertionError("unreachable")
 
 
 class DjangoSessionStore(SessionStore):
