@@ -26,3 +26,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 SESSIONS_APP = {"POOL_SIZE": int(os.environ.get("BENCH_POOL_SIZE", "16")), "THROTTLE_CLASSES": []}
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "redis": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        "KEY_PREFIX": "sessions-bench",
+    },
+}

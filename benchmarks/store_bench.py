@@ -110,6 +110,16 @@ async def raw_async_connection():
     return await psycopg.AsyncConnection.connect(**connection_kwargs("default")), "%s"
 
 
+def redis_reachable() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def qmark(sql: str, placeholder: str) -> str:
     return sql.replace("%s", placeholder)
 
@@ -230,6 +240,23 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
         1,
         cycle_of(threaded.save, threaded.load, threaded.delete),
     )
+
+    # -- the cached store on Redis, as app servers of a fleet would share it
+    if redis_reachable():
+        from sessions_app.storage import CachedSessionStore
+
+        cached = CachedSessionStore(store, cache_alias="redis", timeout=300)
+        await bench.measure(
+            "CachedSessionStore (Redis) cycle", 1, cycle_of(cached.save, cached.load, cached.delete)
+        )
+
+        async def cached_loads(records):
+            await cached.save_many(records)
+            return lambda i: cached.load(records[i].session_id)
+
+        await bench.measure("CachedSessionStore (Redis) load, cache hit", 1, cached_loads)
+    else:
+        print("  CachedSessionStore skipped: Redis at 127.0.0.1:6379 is not reachable", flush=True)
 
     # -- batches: records per second at batch_size records a call
     async def batch_save(records):
