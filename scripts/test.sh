@@ -15,6 +15,9 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+echo "== mypy (strict, with the Django and DRF stubs)"
+.venv/bin/mypy
+
 echo "== migrations are complete"
 $PY manage.py makemigrations --check --dry-run
 

@@ -28,9 +28,7 @@ class SessionIdHex(Func):
     """The session id as 32 lower-case hex digits, for partial-id search."""
 
     output_field = CharField()
-
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:  # PostgreSQL
-        return super().as_sql(compiler, connection, template="encode(%(expressions)s, 'hex')", **extra)
+    template = "encode(%(expressions)s, 'hex')"  # PostgreSQL
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         return super().as_sql(compiler, connection, template="lower(hex(%(expressions)s))", **extra)
@@ -67,7 +65,7 @@ class StartedAtFilter(admin.SimpleListFilter):
 
 
 @admin.register(ExecutionSession)
-class ExecutionSessionAdmin(admin.ModelAdmin):
+class ExecutionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("session_id_text", "agent_id", "started_at_utc", "started_at_ns")
     list_display_links = ("session_id_text",)
     list_filter = (StartedAtFilter,)

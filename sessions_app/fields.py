@@ -54,7 +54,7 @@ class SessionIdFormField(forms.CharField):
             return str(SessionId(value))
         return value
 
-    def to_python(self, value: Any) -> SessionId | None:
+    def to_python(self, value: Any) -> Any:
         value = super().to_python(value)
         if value in self.empty_values:
             return None
@@ -65,7 +65,7 @@ class SessionIdFormField(forms.CharField):
 
     def has_changed(self, initial: Any, data: Any) -> bool:
         try:
-            return self.to_python(data) != self.to_python(self.prepare_value(initial))
+            return bool(self.to_python(data) != self.to_python(self.prepare_value(initial)))
         except exceptions.ValidationError:
             return True
 
@@ -80,7 +80,7 @@ def validate_session_id_length(value: Any) -> None:
         )
 
 
-class SessionIdField(models.BinaryField):
+class SessionIdField(models.BinaryField):  # type: ignore[type-arg]
     """A 16-byte binary id; reads as ``SessionId``, accepts bytes, ``SessionId`` or UUID text."""
 
     description = _("Session id (16 raw bytes, a UUID)")
@@ -140,20 +140,20 @@ class SessionIdField(models.BinaryField):
 # --- unsigned 64-bit integers -------------------------------------------
 
 
-class UnsignedBigIntegerField(models.BigIntegerField):
+class UnsignedBigIntegerField(models.BigIntegerField):  # type: ignore[type-arg]
     """``0..2**64-1`` stored order-preserving in a signed ``bigint``; see module docs."""
 
     description = _("Unsigned 64-bit integer")
     MAX_VALUE = STARTED_AT_NS_MAX
 
     @property
-    def validators(self) -> list[Any]:  # type: ignore[override]
+    def validators(self) -> list[Any]:
         # BigIntegerField derives its range from the column; the column is
         # signed but the value is not.
         return [
             validators.MinValueValidator(0),
             validators.MaxValueValidator(self.MAX_VALUE),
-            *self._validators,
+            *self._validators,  # type: ignore[attr-defined]
         ]
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:

@@ -21,7 +21,7 @@ _DECIMAL_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 @extend_schema_field(OpenApiTypes.UUID)
-class SessionIdField(serializers.Field):
+class SessionIdField(serializers.Field):  # type: ignore[type-arg]
     """A session id as canonical UUID text; input also takes 32 hex digits."""
 
     default_error_messages = {
@@ -41,7 +41,7 @@ class SessionIdField(serializers.Field):
         return str(SessionId(value))
 
 
-class BoundedIntegerField(serializers.Field):
+class BoundedIntegerField(serializers.Field):  # type: ignore[type-arg]
     """An integer in ``0..maximum``, from a JSON integer or a string of decimal digits.
 
     Booleans, floats and anything else are refused: ``true`` or ``1.5`` is
@@ -67,7 +67,7 @@ class BoundedIntegerField(serializers.Field):
         else:
             self.fail("invalid", maximum=self.maximum)
         try:
-            return check_int_range(self.field_name, value, self.maximum)
+            return check_int_range(self.field_name or "value", value, self.maximum)
         except ValueError:
             self.fail("range", maximum=self.maximum)
             raise  # unreachable: fail() raises

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -10,13 +12,13 @@ from ..models import ExecutionSession
 from ..storage.types import AGENT_ID_MAX, STARTED_AT_NS_MAX
 
 
-class BoundedIntegerFilter(django_filters.Filter):
+class BoundedIntegerFilter(django_filters.Filter):  # type: ignore[misc]
     """An integer query parameter, validated by a form field with a range."""
 
     field_class = forms.IntegerField
 
 
-def _integer_filter(field_name: str, lookup_expr: str, maximum: int, label: str) -> django_filters.Filter:
+def _integer_filter(field_name: str, lookup_expr: str, maximum: int, label: Any) -> BoundedIntegerFilter:
     return BoundedIntegerFilter(
         field_name=field_name,
         lookup_expr=lookup_expr,
@@ -26,7 +28,7 @@ def _integer_filter(field_name: str, lookup_expr: str, maximum: int, label: str)
     )
 
 
-class ExecutionSessionFilter(django_filters.FilterSet):
+class ExecutionSessionFilter(django_filters.FilterSet):  # type: ignore[misc]
     """``agent_id`` (exact), ``started_after_ns`` (>) and ``started_before_ns`` (<).
 
     Both time bounds are strict, so ``?started_after_ns=X`` never repeats the

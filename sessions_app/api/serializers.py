@@ -23,7 +23,7 @@ def ns_to_iso8601(started_at_ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class ExecutionSessionSerializer(serializers.Serializer):
+class ExecutionSessionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """One agent execution session.
 
     ``session_id`` is UUID text; ``started_at_ns`` is a decimal string;

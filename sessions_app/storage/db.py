@@ -49,7 +49,7 @@ def is_transient(exc: BaseException) -> bool:
     cause = exc.__cause__ or exc
     if getattr(cause, "sqlstate", None) in _TRANSIENT_SQLSTATES:
         return True
-    args = getattr(cause, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(cause, "args", ()))
     return bool(args) and args[0] in _TRANSIENT_MYSQL_CODES
 
 
@@ -146,7 +146,7 @@ class SyncDjangoSessionStore:
         if unique:
             self._run(upsert_all, atomic=True)
 
-    def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
+    def load_many(self, session_ids: Iterable[bytes]) -> dict[SessionId, SessionRecord]:
         """The records that exist among ``session_ids``; absent ids are simply missing."""
         wanted = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
 
@@ -161,7 +161,7 @@ class SyncDjangoSessionStore:
         records = (decode_row(bytes(sid), agent, start) for sid, agent, start in rows)
         return {record.session_id: record for record in records}
 
-    def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+    def delete_many(self, session_ids: Iterable[bytes]) -> None:
         """Delete every listed id, one statement per ``BATCH_ROWS``, in one transaction."""
         doomed = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
 

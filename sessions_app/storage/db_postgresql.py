@@ -87,7 +87,10 @@ class LeanPool:
             if self._opened < self.size:
                 self._opened += 1
                 try:
-                    return await psycopg.AsyncConnection.connect(**connection_kwargs(self.alias))
+                    conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(
+                        **connection_kwargs(self.alias)
+                    )
+                    return conn
                 except BaseException:
                     self._opened -= 1
                     self._wake_one(None)

@@ -70,7 +70,7 @@ class SQLiteWorker:
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(connection, *args)`` on the worker thread and await its result."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put((function, args, future))
         return await future
 
@@ -105,8 +105,8 @@ class SQLiteWorker:
         wrapper = connections[self.alias]
         params = wrapper.get_connection_params()
         params.pop("detect_types", None)  # plain ints and bytes are all this path reads
-        connection = sqlite3.connect(**params, isolation_level=None)
-        for command in wrapper.init_commands:
+        connection: sqlite3.Connection = sqlite3.connect(**params, isolation_level=None)
+        for command in getattr(wrapper, "init_commands", []):
             if command.strip():
                 connection.execute(command)
         return connection

@@ -151,7 +151,7 @@ def dedupe_last_wins(records: Iterable[SessionRecord]) -> list[SessionRecord]:
     return list({record.session_id: record for record in records}.values())
 
 
-def decode_row(session_id: SessionId, agent_id: Any, stored_start: Any) -> SessionRecord:
+def decode_row(session_id: bytes, agent_id: Any, stored_start: Any) -> SessionRecord:
     """Turn a stored row back into a record; a row that does not decode is ``SerializationError``."""
     try:
         return SessionRecord(SessionId(session_id), agent_id, decode_unsigned(stored_start))

@@ -56,7 +56,7 @@ class SessionId(bytes):
 
     def __new__(cls, value: bytes | bytearray | memoryview) -> SessionId:
         if type(value) is cls:
-            return value  # type: ignore[return-value]
+            return value
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"session_id must be {SESSION_ID_LENGTH} bytes, "

@@ -128,8 +128,8 @@ class Command(BaseCommand):
         quote = connection.ops.quote_name
         meta = ExecutionSession._meta
         table = quote(meta.db_table)
-        sid = quote(meta.get_field("session_id").column)
-        started = quote(meta.get_field("started_at_ns").column)
+        sid = quote(str(meta.get_field("session_id").column))
+        started = quote(str(meta.get_field("started_at_ns").column))
         if connection.vendor == "mysql":
             # MySQL cannot LIMIT a subquery under IN, but DELETE takes LIMIT itself.
             return f"DELETE FROM {table} WHERE {started} < %s ORDER BY {started} LIMIT %s"
