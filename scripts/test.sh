@@ -61,6 +61,9 @@ else
   skipped+=("MariaDB (server not reachable)")
 fi
 
+echo "== the wheel in a fresh project"
+bash scripts/check-wheel.sh 2>&1 | grep -E "^check-wheel|Error|error" || { echo "check-wheel failed"; exit 1; }
+
 echo "== benchmarks, quick mode (proves they run; the figures mean little)"
 $PY -m benchmarks.run --quick
 
