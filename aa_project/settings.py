@@ -20,6 +20,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+import sessions_app
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-do-not-deploy"
@@ -172,7 +174,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agent execution sessions API",
     "DESCRIPTION": "Save, load and delete the execution-session records of an agent-governance runtime.",
-    "VERSION": "0.1.0",
+    "VERSION": sessions_app.__version__,
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI from the drf-spectacular-sidecar package, not a CDN: the

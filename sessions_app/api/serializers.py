@@ -49,3 +49,13 @@ class ExecutionSessionSerializer(serializers.Serializer):  # type: ignore[type-a
             data["agent_id"],
             data["started_at_ns"],
         )
+
+
+class ExecutionSessionBodySerializer(ExecutionSessionSerializer):
+    """The body of ``PUT`` and ``PATCH``: the id comes from the URL.
+
+    For the schema only. The views still accept a ``session_id`` in the body
+    and answer 400 when it differs from the URL's, a rule OpenAPI cannot say.
+    """
+
+    session_id = None  # type: ignore[assignment]

@@ -31,7 +31,7 @@ from ..storage.types import SessionId
 from .filters import ExecutionSessionFilter
 from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
-from .serializers import ExecutionSessionSerializer
+from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer
 
 logger = logging.getLogger("sessions_app.api")
 
@@ -55,37 +55,57 @@ _ID_PARAMETER = OpenApiParameter(
     description="Canonical UUID text, or 32 hex digits. A malformed id is a 404.",
 )
 _ERROR = OpenApiResponse(description='An error: {"detail": ...}, or field messages for a 400.')
+# Answers any call may get: no or bad credentials, a missing permission,
+# too many requests, and the database being unreachable.
+_ALWAYS = {
+    401: OpenApiResponse(description="Not authenticated."),
+    403: OpenApiResponse(description="Authenticated, but without the model permission this call needs."),
+    429: OpenApiResponse(description="Throttled; see the Retry-After header."),
+    503: OpenApiResponse(description="The session database is unavailable; retry later."),
+}
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List sessions, newest start first (cursor pagination)"),
+    list=extend_schema(
+        summary="List sessions, newest start first (cursor pagination)",
+        responses={
+            200: ExecutionSessionSerializer(many=True),
+            400: OpenApiResponse(description="A filter value out of range or not an integer."),
+            404: OpenApiResponse(description="The cursor is not one this API gave out."),
+            **_ALWAYS,
+        },
+    ),
     retrieve=extend_schema(
         summary="Load one session",
         parameters=[_ID_PARAMETER],
-        responses={200: ExecutionSessionSerializer, 404: _ERROR},
+        responses={200: ExecutionSessionSerializer, 404: _ERROR, **_ALWAYS},
     ),
     create=extend_schema(
         summary="Create a session (its id is generated when omitted)",
-        responses={201: ExecutionSessionSerializer, 400: _ERROR, 409: _ERROR},
+        responses={201: ExecutionSessionSerializer, 400: _ERROR, 409: _ERROR, **_ALWAYS},
     ),
     update=extend_schema(
         summary="Save a session: create it or replace it, as the contract's save",
         parameters=[_ID_PARAMETER],
+        request=ExecutionSessionBodySerializer,
         responses={
             200: OpenApiResponse(ExecutionSessionSerializer, description="Replaced an existing session."),
             201: OpenApiResponse(ExecutionSessionSerializer, description="Created the session."),
             400: _ERROR,
+            404: OpenApiResponse(description="The session id in the URL is malformed."),
+            **_ALWAYS,
         },
     ),
     partial_update=extend_schema(
         summary="Change agent_id or started_at_ns of an existing session",
         parameters=[_ID_PARAMETER],
-        responses={200: ExecutionSessionSerializer, 400: _ERROR, 404: _ERROR},
+        request=ExecutionSessionBodySerializer,
+        responses={200: ExecutionSessionSerializer, 400: _ERROR, 404: _ERROR, **_ALWAYS},
     ),
     destroy=extend_schema(
         summary="Delete a session; deleting an absent one also succeeds",
         parameters=[_ID_PARAMETER],
-        responses={204: OpenApiResponse(description="Deleted, or was already absent.")},
+        responses={204: OpenApiResponse(description="Deleted, or was already absent."), **_ALWAYS},
     ),
 )
 class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
