@@ -101,8 +101,11 @@ ASGI_APPLICATION = "aa_project.asgi.application"
 # thread of its own, and persistent connections would pile up, one per
 # thread, until the server refuses more. PostgreSQL reuses connections
 # through Django's own pool (psycopg_pool) instead.
+# An empty DATABASE_URL counts as unset.
 DATABASES = {
-    "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0)
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+    )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     # MySQL/MariaDB through PyMySQL: pure Python, so it installs from PyPI
