@@ -64,6 +64,10 @@ fi
 echo "== the wheel in a fresh project"
 bash scripts/check-wheel.sh 2>&1 | grep -E "^check-wheel|Error|error" || { echo "check-wheel failed"; exit 1; }
 
+echo "== the support matrix: Django 6.1 on Python 3.12 and 3.13 (noxfile.py), SQLite and PostgreSQL"
+.venv/bin/nox -s "tests(py3.12-django6.1)" "tests(py3.13-django6.1)" -- -m "not browser"
+ran+=("Django 6.1 on Python 3.12 and 3.13")
+
 echo "== benchmarks, quick mode (proves they run; the figures mean little)"
 $PY -m benchmarks.run --quick
 

@@ -323,7 +323,18 @@ def test_anonymous_requests_are_401_with_a_token_challenge(method, path, body):
         ("delete", url(SID), None, {"delete"}),
     ],
 )
-@pytest.mark.parametrize("holds", [(), ("view",), ("add",), ("change",), ("delete",), ("add", "change")])
+@pytest.mark.parametrize(
+    "holds",
+    [
+        (),
+        ("view",),
+        ("add",),
+        ("change",),
+        ("delete",),
+        ("add", "change"),
+        ("view", "add", "change", "delete"),
+    ],
+)
 def test_each_call_needs_its_model_permission(make_user, method, path, body, needs, holds):
     ExecutionSession.objects.create(session_id=SID, agent_id=3, started_at_ns=3)
     client = APIClient()
