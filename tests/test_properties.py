@@ -4,7 +4,7 @@ import asyncio
 import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sessions_app.models import ExecutionSession
@@ -106,3 +106,20 @@ def test_the_async_store_round_trips_any_records_and_sql_orders_them_as_python_d
     above = ExecutionSession.objects.filter(pk__in=ids, started_at_ns__gt=pivot).count()
     assert above == sum(1 for record in records if record.started_at_ns > pivot)
     ExecutionSession.objects.filter(pk__in=ids).delete()
+
+
+@given(st.integers(min_value=0, max_value=2**66))
+@example(2**64 - 1)
+@example(2**64)
+@example(2**64 - 10)
+@example(18_446_744_073_709_551_619)
+@example(10**19)
+@example(10**19 - 1)
+def test_the_schema_pattern_for_started_at_ns_matches_exactly_the_accepted_values(value):
+    import re
+
+    from sessions_app.api.fields import decimal_at_most
+
+    pattern = re.compile(decimal_at_most(2**64 - 1))
+    assert bool(pattern.match(str(value))) is (value <= 2**64 - 1)
+    assert bool(pattern.match(str(value).zfill(20))) is (value <= 2**64 - 1)

@@ -15,9 +15,28 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ..storage.types import SessionId, check_int_range, parse_session_id
+from ..storage.types import STARTED_AT_NS_MAX, SessionId, check_int_range, parse_session_id
 
 _DECIMAL_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def decimal_at_most(maximum: int) -> str:
+    """A regular expression for the decimal strings of ``0..maximum`` (leading zeros allowed).
+
+    It goes into the OpenAPI schema, so that a client or a fuzzer generating
+    schema-valid values never produces one the API then refuses as too big:
+    shorter numbers are always below, and a number as long as ``maximum``
+    is below it if, at the first digit where they differ, its digit is less.
+    """
+    bound = str(maximum)
+    alternatives = [f"[0-9]{{1,{len(bound) - 1}}}"] if len(bound) > 1 else []
+    for index, digit in enumerate(int(ch) for ch in bound):
+        if digit:
+            rest = len(bound) - index - 1
+            smaller = "0" if digit == 1 else f"[0-{digit - 1}]"
+            alternatives.append(bound[:index] + smaller + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(bound)
+    return "^(" + "|".join(alternatives) + ")$"
 
 
 @extend_schema_field(OpenApiTypes.UUID)
@@ -79,7 +98,7 @@ class BoundedIntegerField(serializers.Field):  # type: ignore[type-arg]
 @extend_schema_field(
     {
         "type": "string",
-        "pattern": r"^[0-9]{1,20}$",
+        "pattern": decimal_at_most(STARTED_AT_NS_MAX),
         "example": "1764067200123456789",
         "description": "Nanoseconds since the Unix epoch, 0..18446744073709551615, as a decimal "
         "string (JSON numbers past 2**53 lose digits in JavaScript). Input also accepts a JSON integer.",
