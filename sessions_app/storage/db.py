@@ -1,10 +1,12 @@
 """Stores backed by the ``ExecutionSession`` table through Django's database layer.
 
-``SyncDjangoSessionStore`` holds the logic, one SQL statement per
-operation on Django's own connection for the alias; ``DjangoSessionStore``
-is the async contract over it. Sync callers (DRF views, management
-commands, Celery tasks) use the sync store directly and pay no event-loop
-round trip.
+``SyncDjangoSessionStore`` runs each operation as one SQL statement on
+Django's own connection for the alias; sync callers (DRF views, management
+commands, Celery tasks) use it directly and pay no event-loop round trip.
+``DjangoSessionStore`` is the async contract: on PostgreSQL and SQLite it
+runs the same SQL over the native paths beside this module
+(``db_postgresql.py``, ``db_sqlite.py``), elsewhere over the sync store
+through ``sync_to_async``.
 """
 
 from __future__ import annotations
