@@ -1,0 +1,102 @@
+"""Each ``SESSIONS_APP`` key changes what it says it changes, and the sync facade keeps the contract."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from sessions_app.models import ExecutionSession
+from sessions_app.storage import (
+    BackendError,
+    CachedSessionStore,
+    DjangoSessionStore,
+    InMemorySessionStore,
+    NotFound,
+    SessionId,
+    SessionRecord,
+    SyncDjangoSessionStore,
+)
+
+
+def test_native_async_false_selects_the_sync_to_async_path(settings):
+    settings.SESSIONS_APP = {"NATIVE_ASYNC": False}
+    assert DjangoSessionStore().path_name == "sync_to_async"
+
+
+def test_pool_settings_reach_the_postgresql_path(settings):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool exists on PostgreSQL only")
+    settings.SESSIONS_APP = {"POOL_SIZE": 3, "POOL_TIMEOUT": 1.5}
+    store = DjangoSessionStore()
+    assert store.path_name == "PostgresAsyncPath"
+    assert (store._path.size, store._path.timeout) == (3, 1.5)
+
+
+def test_cache_alias_and_timeout_are_the_cached_store_defaults(settings):
+    settings.SESSIONS_APP = {"CACHE_ALIAS": "default", "CACHE_TIMEOUT": 42}
+    store = CachedSessionStore(InMemorySessionStore())
+    assert (store.cache_alias, store.timeout) == ("default", 42)
+
+
+@pytest.mark.django_db
+def test_page_size_and_max_page_size_shape_the_list(settings, api):
+    ExecutionSession.objects.bulk_create(
+        ExecutionSession(session_id=SessionId.new(), agent_id=1, started_at_ns=n) for n in range(12)
+    )
+    settings.SESSIONS_APP = {"PAGE_SIZE": 5, "MAX_PAGE_SIZE": 8}
+    assert len(api.get("/api/sessions/").json()["results"]) == 5
+    assert len(api.get("/api/sessions/", {"page_size": 100}).json()["results"]) == 8
+
+
+@pytest.mark.django_db
+def test_permission_classes_replace_the_model_permissions(settings):
+    settings.SESSIONS_APP = {
+        "PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+        "THROTTLE_CLASSES": [],
+    }
+    assert APIClient().get("/api/sessions/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_empty_throttle_classes_turn_throttling_off(settings, monkeypatch, make_user):
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1/minute", "user": "1/minute"})
+    cache.clear()
+    settings.SESSIONS_APP = {"THROTTLE_CLASSES": []}
+    client = APIClient()
+    client.force_authenticate(make_user("view"))
+    assert [client.get("/api/sessions/").status_code for _ in range(3)] == [200, 200, 200]
+    cache.clear()
+
+
+@pytest.mark.django_db
+def test_the_sync_facade_keeps_the_contract():
+    store = SyncDjangoSessionStore()
+    record = SessionRecord(SessionId.new(), 2**63 - 1, 2**64 - 1)
+    store.save(record)
+    assert store.load(record.session_id) == record
+    store.save(SessionRecord(record.session_id, 0, 0))
+    assert store.load(record.session_id) == SessionRecord(record.session_id, 0, 0)
+    store.delete(record.session_id)
+    with pytest.raises(NotFound):
+        store.load(record.session_id)
+    store.delete(record.session_id)
+    assert store.upsert(record) is True
+    assert store.upsert(record) is False
+    with pytest.raises(TypeError):
+        store.save("not a record")
+
+
+def test_the_sync_facade_raises_backend_error_on_a_missing_table(db):
+    from sessions_app.models import AbstractExecutionSession
+
+    class Elsewhere(AbstractExecutionSession):
+        class Meta:
+            app_label = "sessions_app"
+            db_table = "sessions_nowhere"
+            managed = False
+
+    with pytest.raises(BackendError):
+        SyncDjangoSessionStore(model=Elsewhere).load(SessionId.new())
