@@ -88,6 +88,9 @@ async def test_a_deleted_session_is_never_served(backing, cache_alias):
     with pytest.raises(NotFound):
         await store.load(record.session_id)
     assert await store.load_many([record.session_id]) == {}
+    from django.core.cache import caches
+
+    assert await caches[cache_alias].aget(store.key(record.session_id)) == TOMBSTONE
 
 
 class PausingStore(InMemorySessionStore):
@@ -149,7 +152,7 @@ async def test_a_value_it_cannot_read_is_a_miss(cache_alias):
     await backing.save(record)
     await caches[cache_alias].aset(store.key(record.session_id), ("junk", -1))
     assert await store.load(record.session_id) == record
-    assert TOMBSTONE == "deleted"
+    assert await caches[cache_alias].aget(store.key(record.session_id)) == ("junk", -1)  # add() kept it
 
 
 async def test_with_the_cache_down_it_falls_back_to_the_backing_store_and_warns(caplog):
