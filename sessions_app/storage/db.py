@@ -30,7 +30,9 @@ from .sql import (
     dedupe_last_wins,
     flat_params,
     record_params,
+    records_by_id,
     session_sql,
+    unique_ids,
 )
 from .types import SessionId, SessionRecord, check_record
 
@@ -150,7 +152,7 @@ class SyncDjangoSessionStore:
 
     def load_many(self, session_ids: Iterable[bytes]) -> dict[SessionId, SessionRecord]:
         """The records that exist among ``session_ids``; absent ids are simply missing."""
-        wanted = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
+        wanted = unique_ids(session_ids)
 
         def select_all(sql: SessionSQL, cursor: Any) -> list[Any]:
             rows: list[Any] = []
@@ -160,12 +162,11 @@ class SyncDjangoSessionStore:
             return rows
 
         rows = self._run(select_all) if wanted else []
-        records = (decode_row(bytes(sid), agent, start) for sid, agent, start in rows)
-        return {record.session_id: record for record in records}
+        return records_by_id(rows)
 
     def delete_many(self, session_ids: Iterable[bytes]) -> None:
         """Delete every listed id, one statement per ``BATCH_ROWS``, in one transaction."""
-        doomed = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
+        doomed = unique_ids(session_ids)
 
         def delete_all(sql: SessionSQL, cursor: Any) -> None:
             for chunk in chunks(doomed, BATCH_ROWS):
@@ -236,7 +237,7 @@ class DjangoSessionStore(SessionStore):
 
     @property
     def path_name(self) -> str:
-        """Which path this store's calls take: ``postgresql``, ``sqlite`` or ``sync_to_async``."""
+        """Which path this store's calls take: ``PostgresAsyncPath``, ``SQLitePath`` or ``sync_to_async``."""
         self._choose_path()
         return type(self._path).__name__ if self._path is not None else "sync_to_async"
 
@@ -298,18 +299,17 @@ class DjangoSessionStore(SessionStore):
         await self._path.save_many(self._sql, unique)
 
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
-        wanted = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
+        wanted = unique_ids(session_ids)
         self._choose_path()
         if not wanted:
             return {}
         if self._path is None:
             return await sync_to_async(self.sync.load_many)(wanted)
         rows = await self._path.load_many(self._sql, wanted)
-        records = (decode_row(bytes(sid), agent, start) for sid, agent, start in rows)
-        return {record.session_id: record for record in records}
+        return records_by_id(rows)
 
     async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
-        doomed = list(dict.fromkeys(bytes(SessionId(sid)) for sid in session_ids))
+        doomed = unique_ids(session_ids)
         self._choose_path()
         if not doomed:
             return

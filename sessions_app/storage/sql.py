@@ -151,6 +151,17 @@ def dedupe_last_wins(records: Iterable[SessionRecord]) -> list[SessionRecord]:
     return list({record.session_id: record for record in records}.values())
 
 
+def unique_ids(session_ids: Iterable[Any]) -> list[bytes]:
+    """The ids as raw bytes, each once, in the order given; a malformed id raises before any query."""
+    return list(dict.fromkeys(bytes(SessionId(session_id)) for session_id in session_ids))
+
+
+def records_by_id(rows: Iterable[tuple[Any, ...]]) -> dict[SessionId, SessionRecord]:
+    """Decode ``(session_id, agent_id, stored_start)`` rows into the ``load_many`` answer."""
+    records = (decode_row(bytes(sid), agent, start) for sid, agent, start in rows)
+    return {record.session_id: record for record in records}
+
+
 def decode_row(session_id: bytes, agent_id: Any, stored_start: Any) -> SessionRecord:
     """Turn a stored row back into a record; a row that does not decode is ``SerializationError``."""
     try:
