@@ -158,8 +158,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call then gets 401 with a
-        # "WWW-Authenticate: Token" challenge rather than a bare 403.
-        "rest_framework.authentication.TokenAuthentication",
+        # "WWW-Authenticate: Token" challenge rather than a bare 403. The
+        # cached variant remembers a token's user for
+        # SESSIONS_APP["AUTH_CACHE_TIMEOUT"] seconds (README, "Security").
+        "sessions_app.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -8,4 +8,11 @@ class SessionsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.apps import apps
+
         from . import checks  # noqa: F401  (registers the system checks)
+
+        if apps.is_installed("django.contrib.auth"):
+            from .api import auth_cache
+
+            auth_cache.connect_signals()

@@ -60,13 +60,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     from django.conf import settings
 
-    cache_alias = app_settings.CACHE_ALIAS
-    if cache_alias not in settings.CACHES:
+    for key in ("CACHE_ALIAS", "AUTH_CACHE_ALIAS"):
+        cache_alias = getattr(app_settings, key)
+        if cache_alias not in settings.CACHES:
+            errors.append(
+                Error(
+                    f"{SETTINGS_NAME}[{key!r}] = {cache_alias!r} is not in CACHES.",
+                    hint=f"Define CACHES[{cache_alias!r}] or use one of {sorted(settings.CACHES)}.",
+                    id="sessions_app.E003",
+                )
+            )
+    timeout = app_settings.AUTH_CACHE_TIMEOUT
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
         errors.append(
             Error(
-                f"{SETTINGS_NAME}['CACHE_ALIAS'] = {cache_alias!r} is not in CACHES.",
-                hint=f"Define CACHES[{cache_alias!r}] or use one of {sorted(settings.CACHES)}.",
-                id="sessions_app.E003",
+                f"{SETTINGS_NAME}['AUTH_CACHE_TIMEOUT'] must be a number of seconds >= 0, got {timeout!r}.",
+                hint=f"0 turns the auth cache off; the default is {DEFAULTS['AUTH_CACHE_TIMEOUT']}.",
+                id="sessions_app.E008",
             )
         )
     alias = app_settings.DATABASE_ALIAS

@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     # CachedSessionStore: the cache alias and the timeout in seconds.
     "CACHE_ALIAS": "default",
     "CACHE_TIMEOUT": 300,
+    # REST API: how long (seconds) the answers of CachedTokenAuthentication
+    # and ExecutionSessionPermissions may be reused, in which cache; 0 turns
+    # the cache off. Changes saved through Django retire them at once.
+    "AUTH_CACHE_TIMEOUT": 30,
+    "AUTH_CACHE_ALIAS": "default",
     # REST API: page size of the list, and the DRF policy classes by dotted path.
     "PAGE_SIZE": 100,
     "MAX_PAGE_SIZE": 1000,

@@ -107,3 +107,18 @@ def api(make_user):
 def _fast_password_hashing(settings):
     """PBKDF2 is slow on purpose; the tests create many users."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auth_cache():
+    """Each test starts with no cached auth answers.
+
+    Inside a test's transaction nothing commits, so the signals that retire
+    cached answers never fire; and SQLite hands the next test's user the
+    same primary key.
+    """
+    from django.core.cache import caches
+
+    from sessions_app.conf import app_settings
+
+    caches[app_settings.AUTH_CACHE_ALIAS].clear()

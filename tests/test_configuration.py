@@ -74,9 +74,16 @@ def test_store_path_that_is_not_a_store_is_e002(settings, path):
     assert "sessions_app.E002" in check_ids()
 
 
-def test_unknown_cache_alias_is_e003(settings):
-    settings.SESSIONS_APP = {"CACHE_ALIAS": "nope"}
+@pytest.mark.parametrize("key", ["CACHE_ALIAS", "AUTH_CACHE_ALIAS"])
+def test_unknown_cache_alias_is_e003(settings, key):
+    settings.SESSIONS_APP = {key: "nope"}
     assert "sessions_app.E003" in check_ids()
+
+
+@pytest.mark.parametrize("value", [-1, "30", None, True])
+def test_bad_auth_cache_timeout_is_e008(settings, value):
+    settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": value}
+    assert "sessions_app.E008" in check_ids()
 
 
 def test_unknown_database_alias_is_e004(settings):

@@ -1,6 +1,11 @@
 """Who may do what: Django's model permissions, reads included."""
 
+from typing import Any
+
 from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.request import Request
+
+from . import auth_cache
 
 _VIEW = "%(app_label)s.view_%(model_name)s"
 _ADD = "%(app_label)s.add_%(model_name)s"
@@ -15,6 +20,11 @@ class ExecutionSessionPermissions(DjangoModelPermissions):
     reading needs the ``view`` permission too. ``PUT`` may create or replace,
     so it needs both ``add`` and ``change``. Anonymous requests are refused
     (401 with token authentication's challenge).
+
+    The answer of ``user.has_perms()`` is cached per user and method for
+    ``SESSIONS_APP["AUTH_CACHE_TIMEOUT"]`` seconds; a change to the user's,
+    their groups' or the permissions' rows made through Django retires it at
+    once (``auth_cache``).
     """
 
     perms_map = {
@@ -26,3 +36,17 @@ class ExecutionSessionPermissions(DjangoModelPermissions):
         "PATCH": [_CHANGE],
         "DELETE": [_DELETE],
     }
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not user or not user.is_authenticated or user.pk is None:
+            return super().has_permission(request, view)
+        answer_for = (
+            type(self).__qualname__,
+            user._meta.label,
+            user.pk,
+            request.method,
+            self._queryset(view).model._meta.label,
+        )
+        ask_django = super().has_permission
+        return auth_cache.cached("perms", answer_for, lambda: ask_django(request, view))

@@ -1,0 +1,137 @@
+"""A short-lived cache of the API's authentication and permission answers.
+
+Why: DRF asks the database who the caller is (token lookup) and what they
+may do (``user.has_perms``: the user's and their groups' permissions) on
+every request. Those three queries cost several times the session lookup
+itself, so without a cache the API answers a GET at well under half the
+rate of a bare async view. The runtime calls the API with the same few
+tokens over and over, so their answers are cached.
+
+Correctness: every entry is tagged with a *generation*, read from the same
+cache before the database is asked. A change to a user, group, permission
+or token saved through Django (the admin, the ORM, ``changepassword``...)
+sets a new generation once its transaction commits, so every entry made
+before the change is ignored from then on, in every process that shares
+the cache. Changes Django does not signal (``QuerySet.update()``, raw SQL,
+an external authentication backend) and, with a per-process cache such as
+``LocMemCache``, changes made in another process take effect within
+``SESSIONS_APP["AUTH_CACHE_TIMEOUT"]`` seconds. ``0`` turns the cache off.
+
+If the cache fails, the answer comes from the database, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.cache import caches
+from django.db import router, transaction
+
+from ..conf import app_settings
+
+logger = logging.getLogger("sessions_app.api")
+
+T = TypeVar("T")
+
+GENERATION_KEY = "sessions_app:auth:generation"
+_PREFIX = "sessions_app:auth:"
+
+
+def cache_key(kind: str, *parts: object) -> str:
+    """A fixed-length key that does not reveal its parts (a token is a secret)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+    return f"{_PREFIX}{kind}:{digest}"
+
+
+def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, or its answer from the cache if no auth change happened since it was stored."""
+    timeout = app_settings.AUTH_CACHE_TIMEOUT
+    if not timeout:
+        return compute()
+    key = cache_key(kind, *parts)
+    try:
+        cache = caches[app_settings.AUTH_CACHE_ALIAS]
+        found = cache.get_many([GENERATION_KEY, key])
+    except Exception as exc:
+        logger.warning("session API: auth cache unavailable, asking the database: %s", exc)
+        return compute()
+    generation = found.get(GENERATION_KEY)
+    entry = found.get(key)
+    if generation is not None and entry is not None and entry[0] == generation:
+        return entry[1]  # type: ignore[no-any-return]
+    if generation is None:
+        # First use, or the cache lost the key: start a generation no old
+        # entry can carry.
+        generation = secrets.token_hex(8)
+        try:
+            if not cache.add(GENERATION_KEY, generation, None):
+                generation = cache.get(GENERATION_KEY)
+        except Exception as exc:
+            logger.warning("session API: auth cache unavailable, asking the database: %s", exc)
+            return compute()
+    # The generation was read before the database is asked: an answer that
+    # races a change is stored under the old generation, which the change
+    # then retires.
+    value = compute()
+    if generation is not None:
+        try:
+            cache.set(key, (generation, value), timeout)
+        except Exception as exc:
+            logger.warning("session API: auth cache unavailable, not storing: %s", exc)
+    return value
+
+
+def new_generation() -> None:
+    """Retire every cached answer (in every process that shares the cache)."""
+    try:
+        caches[app_settings.AUTH_CACHE_ALIAS].set(GENERATION_KEY, secrets.token_hex(8), None)
+    except Exception as exc:
+        logger.warning("session API: could not retire cached auth answers: %s", exc)
+
+
+def on_auth_change(sender: type, **kwargs: Any) -> None:
+    """Signal receiver: a new generation once the change's transaction commits.
+
+    Not before: a request between the signal and the commit would read the
+    old rows and cache them under the new generation.
+    """
+    if kwargs.get("raw"):  # loaddata
+        return
+    if kwargs.get("action", "post_").startswith("pre_"):  # m2m_changed fires before and after
+        return
+    transaction.on_commit(new_generation, using=router.db_for_write(sender))
+
+
+def connect_signals() -> None:
+    """Watch every model whose rows change an authentication or permission answer."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    user_model = get_user_model()
+    models: list[type] = [user_model, Group, Permission]
+    try:
+        from rest_framework.authtoken.models import Token
+    except (ImportError, RuntimeError):  # authtoken not installed
+        pass
+    else:
+        models.append(Token)
+    for model in models:
+        label = model._meta.label  # type: ignore[attr-defined]
+        post_save.connect(on_auth_change, sender=model, dispatch_uid=f"sessions_app-auth-save-{label}")
+        post_delete.connect(on_auth_change, sender=model, dispatch_uid=f"sessions_app-auth-delete-{label}")
+    for relation in (
+        getattr(user_model, "groups", None),
+        getattr(user_model, "user_permissions", None),
+        Group.permissions,
+    ):
+        if relation is not None and hasattr(relation, "through"):
+            m2m_changed.connect(
+                on_auth_change,
+                sender=relation.through,
+                dispatch_uid=f"sessions_app-auth-m2m-{relation.through._meta.label}",
+            )

@@ -1,0 +1,172 @@
+"""The API's cached authentication and permission answers (``sessions_app.api.auth_cache``).
+
+A cached answer saves the token and permission queries of a request; a
+change saved through Django must take effect on the very next request.
+Inside a test's transaction nothing commits, so the changes here run in
+``django_capture_on_commit_callbacks(execute=True)``, as a committed
+change would.
+"""
+
+import logging
+import time
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.core.cache import caches
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from sessions_app.api import auth_cache
+from sessions_app.models import ExecutionSession
+from sessions_app.storage import SessionId
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session_url():
+    sid = SessionId.new()
+    ExecutionSession.objects.create(session_id=sid, agent_id=7, started_at_ns=1)
+    return f"/api/sessions/{sid}/"
+
+
+@pytest.fixture
+def viewer(make_user):
+    user = make_user("view", username="viewer")
+    token = Token.objects.create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return user, token, client
+
+
+def queries_of(client, url):
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    return response.status_code, len(captured)
+
+
+def test_a_repeated_request_skips_the_token_and_permission_queries(viewer, session_url):
+    _, _, client = viewer
+    first_status, first_queries = queries_of(client, session_url)
+    second_status, second_queries = queries_of(client, session_url)
+    assert (first_status, second_status) == (200, 200)
+    # First: token+user, the user's and the groups' permissions, the load.
+    assert first_queries == 4
+    assert second_queries == 1
+
+
+def test_timeout_zero_turns_the_cache_off(viewer, session_url, settings):
+    settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": 0}
+    _, _, client = viewer
+    assert queries_of(client, session_url) == (200, 4)
+    assert queries_of(client, session_url) == (200, 4)
+
+
+def test_a_deleted_token_is_refused_on_the_next_request(
+    viewer, session_url, django_capture_on_commit_callbacks
+):
+    _, token, client = viewer
+    assert client.get(session_url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        token.delete()
+    assert client.get(session_url).status_code == 401
+
+
+def test_a_deactivated_user_is_refused_on_the_next_request(
+    viewer, session_url, django_capture_on_commit_callbacks
+):
+    user, _, client = viewer
+    assert client.get(session_url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.save()
+    assert client.get(session_url).status_code == 401
+
+
+def test_a_revoked_permission_is_refused_on_the_next_request(
+    viewer, session_url, django_capture_on_commit_callbacks
+):
+    user, _, client = viewer
+    assert client.get(session_url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        user.user_permissions.clear()
+    assert client.get(session_url).status_code == 403
+
+
+def test_permissions_granted_and_revoked_through_a_group_apply_on_the_next_request(
+    make_user, session_url, django_capture_on_commit_callbacks
+):
+    user = make_user(username="grouped")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    assert client.get(session_url).status_code == 403  # a refusal is cached too
+    group = Group.objects.create(name="readers")
+    with django_capture_on_commit_callbacks(execute=True):
+        group.permissions.add(Permission.objects.get(codename="view_executionsession"))
+        user.groups.add(group)
+    assert client.get(session_url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        group.permissions.clear()
+    assert client.get(session_url).status_code == 403
+
+
+def test_a_change_django_does_not_signal_lasts_at_most_the_timeout(viewer, session_url, settings):
+    settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": 1}
+    user, _, client = viewer
+    assert client.get(session_url).status_code == 200
+    type(user).objects.filter(pk=user.pk).update(is_active=False)  # no signal
+    assert client.get(session_url).status_code == 200  # the stated delay
+    time.sleep(1.2)
+    assert client.get(session_url).status_code == 401
+
+
+def test_an_answer_that_races_a_change_is_not_served_after_it():
+    """The generation is read before the database is asked, so a change
+    committing during the lookup retires the answer being stored."""
+    answers = iter(["granted (read before the change)", "refused (read after it)"])
+
+    def lookup_racing_a_change():
+        answer = next(answers)
+        if answer.startswith("granted"):
+            auth_cache.new_generation()  # the change commits while we look up
+        return answer
+
+    first = auth_cache.cached("perms", ("user", 1), lookup_racing_a_change)
+    second = auth_cache.cached("perms", ("user", 1), lookup_racing_a_change)
+    assert first.startswith("granted")
+    assert second.startswith("refused")
+
+
+def test_unknown_tokens_are_looked_up_every_time(session_url):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    for _ in range(2):
+        status, queries = queries_of(client, session_url)
+        assert (status, queries) == (401, 1)
+
+
+def test_cache_keys_do_not_reveal_the_token(viewer, session_url):
+    _, token, client = viewer
+    assert client.get(session_url).status_code == 200
+    cache = caches["default"]
+    keys = list(cache._cache)  # LocMemCache's own store: what a cache listing would show
+    assert any(auth_cache.cache_key("token", token.key) in key for key in keys)
+    assert not any(token.key in key for key in keys)
+
+
+def test_requests_still_succeed_when_the_cache_is_down(viewer, session_url, settings, caplog):
+    settings.CACHES = {
+        **settings.CACHES,
+        "down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",  # discard port: nothing listens
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        },
+    }
+    settings.SESSIONS_APP = {"AUTH_CACHE_ALIAS": "down"}
+    _, _, client = viewer
+    with caplog.at_level(logging.WARNING, logger="sessions_app.api"):
+        assert [client.get(session_url).status_code for _ in range(2)] == [200, 200]
+    assert "auth cache unavailable" in caplog.text
