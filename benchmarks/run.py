@@ -1,6 +1,6 @@
 """Run every benchmark in one go and print one table of medians with ratios.
 
-    .venv/bin/python -m benchmarks.run            # full: ~15 minutes on 2 cores
+    .venv/bin/python -m benchmarks.run            # full: about 25 minutes on 2 cores
     .venv/bin/python -m benchmarks.run --quick    # under a minute: proves the benchmarks still work
 
 Each part runs in its own process (Django settings are per process), on

@@ -170,3 +170,15 @@ def test_requests_still_succeed_when_the_cache_is_down(viewer, session_url, sett
     with caplog.at_level(logging.WARNING, logger="sessions_app.api"):
         assert [client.get(session_url).status_code for _ in range(2)] == [200, 200]
     assert "auth cache unavailable" in caplog.text
+
+
+def test_a_login_elsewhere_keeps_the_cached_answers(viewer, session_url, django_capture_on_commit_callbacks):
+    """Each login saves the user's last_login, which changes no answer."""
+    from django.contrib.auth.models import update_last_login
+
+    user, _, client = viewer
+    assert queries_of(client, session_url) == (200, 4)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        update_last_login(None, user)
+    assert callbacks == []
+    assert queries_of(client, session_url) == (200, 1)

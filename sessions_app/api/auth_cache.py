@@ -101,6 +101,9 @@ def on_auth_change(sender: type, **kwargs: Any) -> None:
     """
     if kwargs.get("raw"):  # loaddata
         return
+    if kwargs.get("update_fields") == frozenset({"last_login"}):
+        # Every login saves the user with just this field; it changes no answer.
+        return
     if kwargs.get("action", "post_").startswith("pre_"):  # m2m_changed fires before and after
         return
     transaction.on_commit(new_generation, using=router.db_for_write(sender))
