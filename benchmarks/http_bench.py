@@ -110,6 +110,18 @@ def main() -> None:
         print("RESULT " + json.dumps({"skipped": "wrk is not installed (apt-get install wrk)"}))
         return
     token, sid = prepare()
+    from rest_framework.settings import api_settings
+
+    from sessions_app.conf import app_settings
+
+    print(
+        "  API policies: "
+        + ", ".join(cls.__name__ for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES)
+        + "; "
+        + ", ".join(cls.__name__ for cls in app_settings.PERMISSION_CLASSES)
+        + f"; AUTH_CACHE_TIMEOUT={app_settings.AUTH_CACHE_TIMEOUT}",
+        flush=True,
+    )
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1",
