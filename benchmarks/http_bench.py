@@ -32,7 +32,9 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.models import Permission  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
+from rest_framework.settings import api_settings  # noqa: E402
 
+from sessions_app.conf import app_settings  # noqa: E402
 from sessions_app.models import ExecutionSession  # noqa: E402
 from sessions_app.storage import SessionId  # noqa: E402
 
@@ -110,10 +112,6 @@ def main() -> None:
         print("RESULT " + json.dumps({"skipped": "wrk is not installed (apt-get install wrk)"}))
         return
     token, sid = prepare()
-    from rest_framework.settings import api_settings
-
-    from sessions_app.conf import app_settings
-
     print(
         "  API policies: "
         + ", ".join(cls.__name__ for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES)

@@ -92,14 +92,24 @@ def make_user(db, django_user_model):
 
 
 @pytest.fixture
-def api(make_user):
-    """A DRF client logged in (by token) as a user with every session permission."""
+def token_client(db):
+    """``token_client(user)``: a new token for the user, and a DRF client that sends it."""
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    client = APIClient()
-    user = make_user("view", "add", "change", "delete", username="operator")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    def make(user):
+        token = Token.objects.create(user=user)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client, token
+
+    return make
+
+
+@pytest.fixture
+def api(make_user, token_client):
+    """A DRF client logged in (by token) as a user with every session permission."""
+    client, _ = token_client(make_user("view", "add", "change", "delete", username="operator"))
     return client
 
 

@@ -15,7 +15,6 @@ from django.contrib.auth.models import Group, Permission
 from django.core.cache import caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from sessions_app.api import auth_cache
@@ -33,11 +32,9 @@ def session_url():
 
 
 @pytest.fixture
-def viewer(make_user):
+def viewer(make_user, token_client):
     user = make_user("view", username="viewer")
-    token = Token.objects.create(user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client, token = token_client(user)
     return user, token, client
 
 
@@ -64,43 +61,39 @@ def test_timeout_zero_turns_the_cache_off(viewer, session_url, settings):
     assert queries_of(client, session_url) == (200, 4)
 
 
-def test_a_deleted_token_is_refused_on_the_next_request(
-    viewer, session_url, django_capture_on_commit_callbacks
+def delete_the_token(user, token):
+    token.delete()
+
+
+def deactivate_the_user(user, token):
+    user.is_active = False
+    user.save()
+
+
+def revoke_the_permission(user, token):
+    user.user_permissions.clear()
+
+
+@pytest.mark.parametrize(
+    ("change", "refused_with"),
+    [(delete_the_token, 401), (deactivate_the_user, 401), (revoke_the_permission, 403)],
+    ids=["deleted token", "inactive user", "revoked permission"],
+)
+def test_a_change_is_refused_on_the_next_request(
+    viewer, session_url, django_capture_on_commit_callbacks, change, refused_with
 ):
-    _, token, client = viewer
+    user, token, client = viewer
     assert client.get(session_url).status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
-        token.delete()
-    assert client.get(session_url).status_code == 401
-
-
-def test_a_deactivated_user_is_refused_on_the_next_request(
-    viewer, session_url, django_capture_on_commit_callbacks
-):
-    user, _, client = viewer
-    assert client.get(session_url).status_code == 200
-    with django_capture_on_commit_callbacks(execute=True):
-        user.is_active = False
-        user.save()
-    assert client.get(session_url).status_code == 401
-
-
-def test_a_revoked_permission_is_refused_on_the_next_request(
-    viewer, session_url, django_capture_on_commit_callbacks
-):
-    user, _, client = viewer
-    assert client.get(session_url).status_code == 200
-    with django_capture_on_commit_callbacks(execute=True):
-        user.user_permissions.clear()
-    assert client.get(session_url).status_code == 403
+        change(user, token)
+    assert client.get(session_url).status_code == refused_with
 
 
 def test_permissions_granted_and_revoked_through_a_group_apply_on_the_next_request(
-    make_user, session_url, django_capture_on_commit_callbacks
+    make_user, token_client, session_url, django_capture_on_commit_callbacks
 ):
     user = make_user(username="grouped")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client, _ = token_client(user)
     assert client.get(session_url).status_code == 403  # a refusal is cached too
     group = Group.objects.create(name="readers")
     with django_capture_on_commit_callbacks(execute=True):
