@@ -26,7 +26,7 @@ from django.db import connection  # noqa: E402
 
 from sessions_app.models import ExecutionSession  # noqa: E402
 from sessions_app.storage import DjangoSessionStore, SessionId, SessionRecord  # noqa: E402
-from sessions_app.storage.sql import record_params, session_sql  # noqa: E402
+from sessions_app.storage.db.sql import record_params, session_sql  # noqa: E402
 
 Op = Callable[[int], Awaitable[object]]
 
@@ -50,7 +50,7 @@ class Bench:
         self.repetitions = repetitions
         self.pool_size = pool_size
         self.rows: list[dict[str, object]] = []
-        self.sql = session_sql(ExecutionSession, connection.vendor, "default")
+        self.sql = session_sql(ExecutionSession, "default")
 
     def records(self, count: int) -> list[SessionRecord]:
         base = time.time_ns()
@@ -105,9 +105,13 @@ async def raw_async_connection():
         return conn, "?"
     import psycopg
 
-    from sessions_app.storage.db_postgresql import connection_kwargs
+    from sessions_app.storage.db.postgresql import ConnectSpec
 
-    return await psycopg.AsyncConnection.connect(**connection_kwargs("default")), "%s"
+    spec = ConnectSpec.for_alias("default")
+    conn = await psycopg.AsyncConnection.connect(
+        spec.conninfo, autocommit=True, prepare_threshold=spec.prepare_threshold
+    )
+    return conn, "%s"
 
 
 def redis_reachable() -> bool:
@@ -120,6 +124,12 @@ def redis_reachable() -> bool:
         return False
 
 
+def statement_texts(sql) -> tuple[str, str, str]:
+    """The SQL of the store's save, load and delete (parameters aside)."""
+    sample = SessionRecord(SessionId.new(), 1, 1)
+    return sql.save(sample)[0], sql.load(sample.session_id)[0], sql.delete(sample.session_id)[0]
+
+
 def qmark(sql: str, placeholder: str) -> str:
     return sql.replace("%s", placeholder)
 
@@ -130,7 +140,7 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
 
     # -- the physical limit: the raw async driver, the same three statements
     conn, mark = await raw_async_connection()
-    upsert, select, delete = (qmark(s, mark) for s in (sql.upsert_one, sql.select_one, sql.delete_one))
+    upsert, select, delete = (qmark(s, mark) for s in statement_texts(sql))
 
     async def raw_save(record):
         await conn.execute(upsert, record_params(record))
@@ -150,10 +160,12 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
         # Concurrent baseline: raw psycopg async over a pool of the store's size.
         from psycopg_pool import AsyncConnectionPool
 
-        from sessions_app.storage.db_postgresql import connection_kwargs
+        from sessions_app.storage.db.postgresql import ConnectSpec
 
+        spec = ConnectSpec.for_alias("default")
         pool = AsyncConnectionPool(
-            kwargs=connection_kwargs("default"),
+            spec.conninfo,
+            kwargs={"autocommit": True, "prepare_threshold": spec.prepare_threshold},
             min_size=bench.pool_size,
             max_size=bench.pool_size,
             open=False,
@@ -183,9 +195,7 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
     raw_sync = connection.connection
     cursor = raw_sync.cursor()
     sync_mark = "?" if vendor == "sqlite" else "%s"
-    s_upsert, s_select, s_delete = (
-        qmark(s, sync_mark) for s in (sql.upsert_one, sql.select_one, sql.delete_one)
-    )
+    s_upsert, s_select, s_delete = (qmark(s, sync_mark) for s in statement_texts(sql))
 
     async def sync_save(record):
         cursor.execute(s_upsert, record_params(record))

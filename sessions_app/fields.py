@@ -28,8 +28,14 @@ from django.db import models
 from django.db.models import lookups
 from django.utils.translation import gettext_lazy as _
 
-from .storage.sql import decode_unsigned, encode_unsigned
-from .storage.types import STARTED_AT_NS_MAX, SessionId, check_int_range, parse_session_id
+from .storage.types import (
+    STARTED_AT_NS_MAX,
+    SessionId,
+    check_int_range,
+    decode_unsigned,
+    encode_unsigned,
+    parse_session_id,
+)
 
 # --- session ids ---------------------------------------------------------
 

@@ -34,17 +34,17 @@ async def _close_pools_after_each_test():
     """Each test runs in its own event loop; close the PostgreSQL pools it opened in it."""
     yield
     try:
-        from sessions_app.storage.db_postgresql import close_pools
+        from sessions_app.storage.db.postgresql import close_loop_pools
     except ImportError:
         return
-    await close_pools()
+    await close_loop_pools()
 
 
 @pytest.fixture
 def django_store(transactional_db) -> DjangoSessionStore:
     """The Django store on its default path: native async where the database has one."""
     store = DjangoSessionStore()
-    expected = {"postgresql": "PostgresAsyncPath", "sqlite": "SQLitePath"}.get(connections["default"].vendor)
+    expected = {"postgresql": "PostgresPath", "sqlite": "SQLitePath"}.get(connections["default"].vendor)
     assert store.path_name == (expected or "sync_to_async")
     return store
 

@@ -206,7 +206,15 @@ def test_delete_is_204_both_times(api):
     assert api.delete(url(SID)).status_code == 204
     assert stored(SID) is None
     assert api.delete(url(SID.hex())).status_code == 204
-    assert api.delete(url("not-an-id")).status_code == 204
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
+def test_a_malformed_id_in_the_url_is_404_for_every_method(api, method):
+    put(api, SID)
+    response = getattr(api, method)(url("not-an-id"), {"agent_id": 1, "started_at_ns": "1"}, format="json")
+    assert response.status_code == 404
+    assert set(response.json()) == {"detail"}
+    assert stored(SID) is not None  # nothing else was touched
 
 
 # -- list, filters, pages --------------------------------------------------------

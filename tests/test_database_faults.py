@@ -39,7 +39,7 @@ async def test_the_async_store_raises_backend_error_while_the_server_is_gone_and
     proxy, faulty_alias
 ):
     store = DjangoSessionStore(using=faulty_alias)
-    assert store.path_name == "PostgresAsyncPath"
+    assert store.path_name == "PostgresPath"
     kept = SessionRecord(SessionId.new(), 1, 1)
     await store.save(kept)
 

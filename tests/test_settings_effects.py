@@ -21,15 +21,29 @@ def test_native_async_false_selects_the_sync_to_async_path(settings):
     assert DjangoSessionStore().path_name == "sync_to_async"
 
 
-def test_pool_settings_reach_the_postgresql_path(settings):
+@pytest.mark.django_db(transaction=True)
+async def test_pool_size_caps_connections_and_pool_timeout_bounds_the_wait(settings):
+    """POOL_SIZE busy connections at most; the next caller waits POOL_TIMEOUT, then BackendError."""
+    import asyncio
+    import time
+
     from django.db import connection
 
     if connection.vendor != "postgresql":
         pytest.skip("the pool exists on PostgreSQL only")
-    settings.SESSIONS_APP = {"POOL_SIZE": 3, "POOL_TIMEOUT": 1.5}
+    settings.SESSIONS_APP = {"POOL_SIZE": 3, "POOL_TIMEOUT": 0.5}
     store = DjangoSessionStore()
-    assert store.path_name == "PostgresAsyncPath"
-    assert (store._path.size, store._path.timeout) == (3, 1.5)
+    assert store.path_name == "PostgresPath"
+    sleepers = [asyncio.create_task(store.path.execute(("SELECT pg_sleep(2)", ()))) for _ in range(3)]
+    await asyncio.sleep(0.3)  # let the three take every connection
+    pool = store.path.pool_for_running_loop()
+    assert (pool.open_count, pool.in_use) == (3, 3)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="stayed busy"):
+        await store.load(SessionId.new())
+    assert 0.4 < time.monotonic() - started < 1.5
+    await asyncio.gather(*sleepers)
+    assert pool.open_count == 3
 
 
 def test_cache_alias_and_timeout_are_the_cached_store_defaults(settings):

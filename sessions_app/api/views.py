@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from django.db import Error as DatabaseError
-from django.db import connections, transaction
+from django.db import transaction
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from ..conf import app_settings
 from ..models import ExecutionSession
 from ..storage.db import SyncDjangoSessionStore, backend_errors
-from ..storage.errors import BackendError, ConflictError, NotFound
+from ..storage.errors import BackendError, ConflictError, NotFound, SerializationError
 from ..storage.types import SessionId
 from .filters import ExecutionSessionFilter
 from .pagination import ExecutionSessionCursorPagination
@@ -40,6 +40,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("A session with this id already exists.")
     default_code = "conflict"
+
+
+class StoredDataUnreadable(exceptions.APIException):
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    default_detail = _("A stored session does not decode; an operator has been told.")
+    default_code = "stored_data_unreadable"
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -105,7 +111,11 @@ _ALWAYS = {
     destroy=extend_schema(
         summary="Delete a session; deleting an absent one also succeeds",
         parameters=[_ID_PARAMETER],
-        responses={204: OpenApiResponse(description="Deleted, or was already absent."), **_ALWAYS},
+        responses={
+            204: OpenApiResponse(description="Deleted, or was already absent."),
+            404: OpenApiResponse(description="The session id in the URL is malformed."),
+            **_ALWAYS,
+        },
     ),
 )
 class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -156,6 +166,14 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             exc = exceptions.NotFound()
         elif isinstance(exc, ConflictError):
             exc = Conflict()
+        elif isinstance(exc, SerializationError):
+            logger.error(
+                "session API: %s",
+                exc,
+                extra={"session_id": self.kwargs.get(self.lookup_url_kwarg)},
+                exc_info=exc,
+            )
+            exc = StoredDataUnreadable()
         elif isinstance(exc, (BackendError, DatabaseError)):
             logger.error("session API: database unavailable: %s", exc)
             exc = ServiceUnavailable()
@@ -165,7 +183,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
-        with backend_errors(connections[app_settings.DATABASE_ALIAS], "session API list"):
+        with backend_errors(app_settings.DATABASE_ALIAS, "session API list"):
             page = self.paginate_queryset(queryset)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -212,7 +230,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             if name in ("agent_id", "started_at_ns")
         }
         with (
-            backend_errors(connections[app_settings.DATABASE_ALIAS], "session API patch"),
+            backend_errors(app_settings.DATABASE_ALIAS, "session API patch"),
             transaction.atomic(using=app_settings.DATABASE_ALIAS),
         ):
             # One UPDATE changes only the named columns; the row is then
@@ -225,12 +243,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         return Response(self.get_serializer(record).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        try:
-            session_id = self.url_session_id()
-        except Http404:
-            # No stored session can have a malformed id: like any absent
-            # session, deleting it is a success.
-            return Response(status=status.HTTP_204_NO_CONTENT)
+        session_id = self.url_session_id()  # a malformed id is a 404, as for every method
         self.store.delete(session_id)
         self._log_write("deleted", session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
 
 from .types import SessionId, SessionRecord
 
@@ -75,4 +77,19 @@ class SessionStore(abc.ABC):
             await self.delete(session_id)
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not abstract
-        """Release connections or threads the store holds. Safe to call twice."""
+        """Release what the store holds for the calling event loop (connections, clients).
+
+        Safe to call twice; the store stays usable and reopens what it needs
+        on the next call.
+        """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

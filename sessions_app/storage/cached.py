@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from django.core.cache import BaseCache, caches
 
@@ -15,6 +15,7 @@ from .types import SessionId, SessionRecord, check_record
 logger = logging.getLogger("sessions_app.storage")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # What the cache holds for a deleted session: a load that finds it answers
 # NotFound, and a concurrent load that read the row just before the delete
@@ -130,14 +131,18 @@ class CachedSessionStore(SessionStore):
         await self._quietly(self.cache.aset_many, {self.key(sid): TOMBSTONE for sid in doomed}, self.timeout)
 
     async def aclose(self) -> None:
-        await self.backing_store.aclose()
+        """Close the backing store's connections and the cache's client for this loop."""
+        try:
+            await self.backing_store.aclose()
+        finally:
+            await self._quietly(self.cache.aclose)
 
     # -- plumbing ----------------------------------------------------------
 
-    async def _quietly(self, call: Callable[..., Awaitable[T]], *args: Any) -> T | None:
+    async def _quietly(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T | None:
         """Run a cache call; on failure log a warning and carry on without the cache."""
         try:
-            return await call(*args)
+            return await call(*args, **kwargs)
         except Exception as exc:
             logger.warning("cache %r failed (%s: %s); using the backing store alone", self.cache_alias,
                            type(exc).__name__, exc)  # fmt: skip
@@ -148,7 +153,7 @@ def _encode(record: SessionRecord) -> tuple[int, int]:
     return (record.agent_id, record.started_at_ns)
 
 
-def _decode(session_id: SessionId, value: Any) -> SessionRecord | None:
+def _decode(session_id: SessionId, value: object) -> SessionRecord | None:
     """The cached record, or None for a miss or a value this version cannot read."""
     if not (isinstance(value, tuple) and len(value) == 2):
         return None

@@ -1,15 +1,16 @@
 """The domain values of the storage contract: ``SessionId`` and ``SessionRecord``.
 
-The ranges live here, once. The model fields, the admin form, the REST
-serializers and the stores all validate through ``check_int_range`` and
-``SessionId.parse``, so an error says the same thing wherever it is raised.
+The ranges live here, once, and so does the one value encoding they need
+(``encode_unsigned``: ``started_at_ns`` in a signed 64-bit column). The model
+fields, the admin form, the REST serializers and the stores all validate
+through ``check_int_range`` and ``SessionId.parse``, so an error says the same
+thing wherever it is raised.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 AGENT_ID_MAX = 2**63 - 1
 """Largest agent id: the top of a signed 64-bit column."""
@@ -18,6 +19,22 @@ STARTED_AT_NS_MAX = 2**64 - 1
 """Largest start time: the top of the runtime's ``u64`` nanoseconds."""
 
 SESSION_ID_LENGTH = 16
+
+_SIGNED_OFFSET = 2**63
+
+
+def encode_unsigned(value: int) -> int:
+    """Map ``0..2**64-1`` onto a signed 64-bit column's ``-2**63..2**63-1``.
+
+    Subtracting a constant keeps the order, so SQL comparisons and ``ORDER
+    BY`` on the stored value agree with Python's order of the real values.
+    """
+    return value - _SIGNED_OFFSET
+
+
+def decode_unsigned(stored: int) -> int:
+    """Inverse of ``encode_unsigned``."""
+    return int(stored) + _SIGNED_OFFSET
 
 
 def check_int_range(field: str, value: object, maximum: int) -> int:
@@ -127,7 +144,7 @@ class SessionId(bytes):
     def __repr__(self) -> str:
         return f"SessionId('{self}')"
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[type[SessionId], tuple[bytes]]:
         return (SessionId, (bytes(self),))
 
 
@@ -170,7 +187,11 @@ def parse_session_id(value: object) -> SessionId:
         return SessionId.parse(value)
     if isinstance(value, uuid.UUID):
         return SessionId.from_uuid(value)
-    return SessionId(value)  # type: ignore[arg-type]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return SessionId(value)
+    raise TypeError(
+        f"session_id must be a SessionId, 16 bytes, a uuid.UUID or UUID text, got {type(value).__name__}"
+    )
 
 
 def check_record(record: object) -> SessionRecord:

@@ -4,10 +4,12 @@
     manage.py purge_sessions --before 2025-01-01T00:00:00Z --batch-size 50000 --dry-run
     manage.py purge_sessions --before 1735689600000000000
 
-Rows never travel to Python: each batch is one ``DELETE`` of at most
-``--batch-size`` rows chosen by the database, so memory stays flat and
-locks stay short however many rows go. Running it again deletes nothing
-more (idempotent).
+It deletes through the store's ``purge_before()``, as ``clearsessions``
+calls a session backend's ``clear_expired()``: rows never travel to Python,
+each batch is one ``DELETE`` of at most ``--batch-size`` rows chosen by the
+database, so memory stays flat and locks stay short however many rows go.
+Running it again deletes nothing more (idempotent). ``--database`` defaults
+to ``SESSIONS_APP["DATABASE_ALIAS"]``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from ...models import ExecutionSession
-from ...storage.sql import encode_unsigned
+from ...conf import app_settings
+from ...storage.db import SyncDjangoSessionStore
+from ...storage.errors import StorageError
 from ...storage.types import STARTED_AT_NS_MAX
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -71,9 +73,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--batch-size", type=int, default=10_000, help="rows per DELETE (default 10000)")
         parser.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS, help="the database alias (default 'default')"
-        )
+        parser.add_argument("--database", help="the database alias (default: SESSIONS_APP['DATABASE_ALIAS'])")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -83,36 +83,34 @@ class Command(BaseCommand):
             cutoff = max(0, time.time_ns() - parse_age(options["older_than"]))
         else:
             cutoff = parse_moment(options["before"])
-        alias = options["database"]
+        store = SyncDjangoSessionStore(options["database"] or app_settings.DATABASE_ALIAS)
         when = datetime.fromtimestamp(cutoff // NS, tz=UTC).isoformat().replace("+00:00", "Z")
-        queryset = ExecutionSession.objects.using(alias).filter(started_at_ns__lt=cutoff)
 
         if options["dry_run"]:
-            count = queryset.count()
+            count = store.count_before(cutoff)
             self.stdout.write(f"Would purge {count} sessions that started before {when} ({cutoff} ns).")
             return
 
-        total = queryset.count()
         started = time.perf_counter()
-        deleted = 0
         progress = None
-        if total > options["batch_size"] and not options["no_progress"] and sys.stderr.isatty():
-            from tqdm import tqdm
+        if not options["no_progress"] and sys.stderr.isatty():
+            total = store.count_before(cutoff)
+            if total > options["batch_size"]:
+                from tqdm import tqdm
 
-            progress = tqdm(total=total, unit="rows", desc="purging", file=sys.stderr)
-        statement = self._delete_batch_sql(alias)
-        params = [encode_unsigned(cutoff), options["batch_size"]]
-        while True:
-            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                cursor.execute(statement, params)
-                batch = cursor.rowcount
-            deleted += batch
+                progress = tqdm(total=total, unit="rows", desc="purging", file=sys.stderr)
+
+        def advance(batch: int) -> None:
             if progress is not None:
                 progress.update(batch)
-            if batch < options["batch_size"]:
-                break
-        if progress is not None:
-            progress.close()
+
+        try:
+            deleted = store.purge_before(cutoff, batch_size=options["batch_size"], progress=advance)
+        except StorageError as exc:
+            raise CommandError(f"purge failed: {exc}") from exc
+        finally:
+            if progress is not None:
+                progress.close()
         elapsed = time.perf_counter() - started
         rate = deleted / elapsed if elapsed > 0 else 0.0
         self.stdout.write(
@@ -120,20 +118,4 @@ class Command(BaseCommand):
                 f"Purged {deleted} sessions that started before {when} ({cutoff} ns) "
                 f"in {elapsed:.2f} s ({rate:.0f} rows/s)."
             )
-        )
-
-    @staticmethod
-    def _delete_batch_sql(alias: str) -> str:
-        connection = connections[alias]
-        quote = connection.ops.quote_name
-        meta = ExecutionSession._meta
-        table = quote(meta.db_table)
-        sid = quote(str(meta.get_field("session_id").column))
-        started = quote(str(meta.get_field("started_at_ns").column))
-        if connection.vendor == "mysql":
-            # MySQL cannot LIMIT a subquery under IN, but DELETE takes LIMIT itself.
-            return f"DELETE FROM {table} WHERE {started} < %s ORDER BY {started} LIMIT %s"
-        return (
-            f"DELETE FROM {table} WHERE {sid} IN "
-            f"(SELECT {sid} FROM {table} WHERE {started} < %s ORDER BY {started} LIMIT %s)"
         )

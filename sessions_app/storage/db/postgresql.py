@@ -1,0 +1,399 @@
+"""The native async path to PostgreSQL: psycopg 3's ``AsyncConnection``, a lean pool per event loop.
+
+Why not Django's async ORM: every query it runs hops to a worker thread,
+and that hop costs more than half of what the query itself costs on a
+local server. psycopg 3 speaks asyncio natively, so the event loop waits on
+the socket directly, and concurrent tasks have up to ``POOL_SIZE`` queries
+in flight at once.
+
+``LeanPool`` is hand-written rather than psycopg_pool: ``benchmarks/store_bench.py``
+measures psycopg_pool beside it ("raw async driver, pool of 16").
+It keeps what psycopg_pool gives that this path needs:
+
+- at most ``size`` connections, waiters served first come first served,
+  each wait bounded by ``POOL_TIMEOUT``; a cancelled waiter gives back a
+  connection handed to it;
+- a connection is checked before it is lent (a closed socket or one with
+  unread data, such as the server's goodbye, is dropped) and a connection
+  left in a transaction or broken is never lent again;
+- every connection attempt is bounded by ``OPTIONS["connect_timeout"]``
+  (``CONNECT_TIMEOUT`` when unset), as Django's own connections are;
+- the store's statements are idempotent, so a call that meets a dead
+  connection it was lent drops every idle one (a restarted server dropped
+  them all) and runs again on a new connection: no burst of failures after
+  a restart. A call made while the server is down fails with
+  ``BackendError`` as soon as the new connection is refused;
+- lifecycle: a pool belongs to one event loop and is closed, server-side,
+  when ``asyncio.run()`` shuts that loop down (an async generator the loop
+  finalises), by ``aclose()``, and at interpreter exit. In a child made by
+  ``os.fork()`` the inherited connections are let go without a word to the
+  server (their sockets are pointed at ``/dev/null`` first), so the parent's
+  sessions live on; the child opens its own.
+
+Connections open with the alias' ``get_connection_params()`` (``NAME``,
+``USER``, ``HOST``, ``OPTIONS`` ...), in autocommit mode, then apply
+``OPTIONS["assume_role"]`` and ``OPTIONS["isolation_level"]`` as Django's
+own connections do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import select
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from django.db import connections
+from psycopg import sql as psycopg_sql
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
+
+from .errors import TRANSIENT_RETRIES, is_transient, translated
+from .sql import Row, Statement
+
+logger = logging.getLogger("sessions_app.storage")
+
+T = TypeVar("T")
+Connection = psycopg.AsyncConnection[tuple[object, ...]]
+
+CONNECT_TIMEOUT = 10
+"""Seconds a connection attempt may take when ``OPTIONS`` sets no ``connect_timeout``."""
+
+# Django-specific keys of get_connection_params() that psycopg does not take.
+_DJANGO_ONLY_PARAMS = ("cursor_factory", "context", "pool", "server_side_binding", "prepare_threshold")
+
+_PG_ERRORS = (psycopg.Error, OSError)
+
+
+@dataclass(frozen=True)
+class ConnectSpec:
+    """How to open one connection for an alias, read from Django's settings for it."""
+
+    conninfo: str
+    prepare_threshold: int | None
+    role: str | None
+    isolation_level: psycopg.IsolationLevel | None
+
+    @classmethod
+    def for_alias(cls, alias: str) -> ConnectSpec:
+        wrapper = connections[alias]
+        options = wrapper.settings_dict["OPTIONS"]
+        params = wrapper.get_connection_params()
+        for key in _DJANGO_ONLY_PARAMS:
+            params.pop(key, None)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        level = options.get("isolation_level")
+        return cls(
+            conninfo=make_conninfo("", **params),
+            # Django turns server-side prepared statements off unless
+            # OPTIONS asks for them (for transaction-mode poolers). This path
+            # runs the same few statements all the time, so it keeps
+            # psycopg's default (prepare after 5 uses);
+            # OPTIONS["prepare_threshold"] = None turns it off here too.
+            prepare_threshold=options.get("prepare_threshold", 5),
+            role=options.get("assume_role") or None,
+            isolation_level=None if level is None else psycopg.IsolationLevel(level),
+        )
+
+    async def connect(self) -> Connection:
+        conn: Connection = await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, prepare_threshold=self.prepare_threshold
+        )
+        try:
+            if self.role:
+                await conn.execute(psycopg_sql.SQL("SET ROLE {}").format(psycopg_sql.Identifier(self.role)))
+            if self.isolation_level is not None:
+                await conn.set_isolation_level(self.isolation_level)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+
+class LeanPool:
+    """At most ``size`` autocommit connections of one event loop, lent to one task at a time."""
+
+    def __init__(self, spec: ConnectSpec, size: int, wait_timeout: float) -> None:
+        self.spec = spec
+        self.size = size
+        self.wait_timeout = wait_timeout
+        self.closed = False
+        self._idle: list[Connection] = []
+        self._open: set[Connection] = set()  # idle or lent
+        self._opening = 0
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._shutdown_hook: AsyncIterator[None] | None = None
+
+    @property
+    def in_use(self) -> int:
+        return len(self._open) - len(self._idle)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    async def acquire(self) -> tuple[Connection, bool]:
+        """A connection and whether it served an earlier call (``False``: just opened)."""
+        while True:
+            while self._idle:
+                conn = self._idle.pop()
+                if _looks_alive(conn):
+                    return conn, True
+                self._drop(conn)
+            if len(self._open) + self._opening < self.size:
+                return await self._connect(), False
+            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await asyncio.wait_for(waiter, self.wait_timeout)
+            except TimeoutError:
+                raise psycopg.OperationalError(
+                    f"all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
+                ) from None
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and (conn_or_none := waiter.result()):
+                    self.release(conn_or_none)  # handed over just as we were cancelled
+                raise
+            if handed is not None:
+                return handed, True
+            # None: a connection was dropped, so there is room to open one.
+
+    async def _connect(self) -> Connection:
+        self._opening += 1
+        try:
+            conn = await self.spec.connect()
+        except BaseException:
+            self._wake_one(None)
+            raise
+        finally:
+            self._opening -= 1
+        self._open.add(conn)
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        if self.closed or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+            self._drop(conn)
+            self._wake_one(None)
+        elif not self._wake_one(conn):
+            self._idle.append(conn)
+
+    def drop_idle(self) -> None:
+        """Drop every idle connection (after one of them turned out dead)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._drop(conn)
+
+    def _drop(self, conn: Connection) -> None:
+        self._open.discard(conn)
+        _finish(conn)
+
+    def _wake_one(self, conn: Connection | None) -> bool:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    async def close(self) -> None:
+        """Close the idle connections now and the lent ones when they come back."""
+        self.closed = True
+        self.drop_idle()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close_now(self) -> None:
+        """Close every connection, lent or not, from any thread (its loop is gone, or the process ends)."""
+        self.closed = True
+        self._idle = []
+        for conn in list(self._open):
+            self._drop(conn)
+
+    def disown(self) -> None:
+        """In a forked child: let every inherited connection go without ending the parent's session."""
+        self.closed = True
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for conn in self._open:
+                with contextlib.suppress(Exception):
+                    # libpq's goodbye (and TLS close_notify) now goes to /dev/null.
+                    os.dup2(devnull, conn.pgconn.socket)
+                    conn.pgconn.finish()
+        finally:
+            os.close(devnull)
+        self._open.clear()
+        self._idle = []
+        self._waiters.clear()
+
+
+def _looks_alive(conn: Connection) -> bool:
+    """An idle connection is silent; a closed socket, or data the server sent unasked, is not."""
+    if conn.closed:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+
+
+def _finish(conn: Connection) -> None:
+    """Close synchronously: ``AsyncConnection.close()`` does only this, and needs no event loop."""
+    with contextlib.suppress(Exception):
+        conn.pgconn.finish()
+
+
+async def _close_with_loop(pool: LeanPool) -> AsyncIterator[None]:
+    """Held open for the life of the loop; ``asyncio.run()`` finalises it, which closes the pool."""
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+class PostgresPath:
+    """Runs the store's statements over the calling event loop's pool for the alias."""
+
+    name = "PostgresPath"
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.where = f"PostgreSQL {alias!r}"
+        self._pools: dict[asyncio.AbstractEventLoop, LeanPool] = {}
+        _live_paths.add(self)
+
+    def pool_for_running_loop(self) -> LeanPool | None:
+        return self._pools.get(asyncio.get_running_loop())
+
+    def pools(self) -> list[LeanPool]:
+        return list(self._pools.values())
+
+    async def _pool(self) -> LeanPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None or pool.closed:
+            pool = await self._open_pool(loop)
+        return pool
+
+    async def _open_pool(self, loop: asyncio.AbstractEventLoop) -> LeanPool:
+        from ...conf import app_settings
+
+        for other_loop, other in list(self._pools.items()):
+            if other_loop.is_closed():  # closed without asyncio.run()'s shutdown: close its pool here
+                other.close_now()
+                del self._pools[other_loop]
+        pool = LeanPool(ConnectSpec.for_alias(self.alias), app_settings.POOL_SIZE, app_settings.POOL_TIMEOUT)
+        hook = _close_with_loop(pool)
+        await anext(hook)  # registers it with the loop's async-generator finaliser
+        pool._shutdown_hook = hook
+        self._pools[loop] = pool
+        return pool
+
+    async def run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work(connection)`` on a pooled connection; retried on a dead connection or a deadlock."""
+        pool = await self._pool()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn, reused = await pool.acquire()
+            except _PG_ERRORS as exc:
+                raise translated(exc, self.where) from exc
+            try:
+                return await work(conn)
+            except _PG_ERRORS as exc:
+                failure: BaseException = exc
+            finally:
+                pool.release(conn)
+            if reused and conn.closed and attempt == 1:
+                # The server dropped it (a restart, a failover, a proxy's
+                # idle timeout): so, probably, every idle one. Start afresh.
+                logger.info("%s: a pooled connection was dead (%s); reconnecting", self.where, failure)
+                pool.drop_idle()
+                continue
+            if is_transient(failure) and attempt < TRANSIENT_RETRIES:
+                logger.info("%s: retrying after a transient error: %s", self.where, failure)
+                continue
+            raise translated(failure, self.where) from failure
+
+    async def execute(self, statement: Statement) -> int:
+        return await self.run(lambda conn: _execute(conn, statement))
+
+    async def fetchone(self, statement: Statement) -> Row | None:
+        return await self.run(lambda conn: _fetchone(conn, statement))
+
+    async def fetchall(self, statements: Sequence[Statement]) -> list[Row]:
+        return await self.run(lambda conn: _fetchall(conn, statements))
+
+    async def in_transaction(self, statements: Sequence[Statement]) -> int:
+        return await self.run(lambda conn: _in_transaction(conn, statements))
+
+    async def aclose(self) -> None:
+        """Close the calling event loop's pool, server-side; the next call opens a new one."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+
+async def _execute(conn: Connection, statement: Statement) -> int:
+    cursor = await conn.execute(statement[0], statement[1])
+    return cursor.rowcount
+
+
+async def _fetchone(conn: Connection, statement: Statement) -> Row | None:
+    cursor = await conn.execute(statement[0], statement[1])
+    return await cursor.fetchone()
+
+
+async def _fetchall(conn: Connection, statements: Sequence[Statement]) -> list[Row]:
+    rows: list[Row] = []
+    for sql, params in statements:
+        cursor = await conn.execute(sql, params)
+        rows += await cursor.fetchall()
+    return rows
+
+
+async def _in_transaction(conn: Connection, statements: Sequence[Statement]) -> int:
+    touched = 0
+    async with conn.transaction():
+        for sql, params in statements:
+            cursor = await conn.execute(sql, params)
+            touched += cursor.rowcount
+    return touched
+
+
+_live_paths: weakref.WeakSet[PostgresPath] = weakref.WeakSet()
+
+
+async def close_loop_pools() -> None:
+    """Close every pool of the running event loop (between tests, or before a loop ends by hand)."""
+    for path in list(_live_paths):
+        await path.aclose()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for path in list(_live_paths):
+        for pool in path.pools():
+            pool.close_now()
+
+
+def _disown_after_fork() -> None:
+    for path in list(_live_paths):
+        for pool in path.pools():
+            pool.disown()
+        path._pools.clear()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)

@@ -1,0 +1,127 @@
+"""``DjangoSessionStore``: the async contract over the model's table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import models
+
+from ..base import SessionStore
+from ..errors import NotFound
+from ..types import SessionId, SessionRecord, check_record
+from .paths import AsyncPath, path_for
+from .sql import SessionSQL, decode_row, dedupe_last_wins, records_by_id, unique_ids
+from .sync import PURGE_BATCH_SIZE, SyncDjangoSessionStore
+
+
+class DjangoSessionStore(SessionStore):
+    """The async ``SessionStore`` over the model's table on the Django database ``using``.
+
+    Each call is one SQL statement (batches: one per chunk, in one
+    transaction), the same SQL as ``SyncDjangoSessionStore``, on the
+    fastest path the database offers (``db/paths.py``), chosen on the first
+    call and kept:
+
+    - PostgreSQL with psycopg 3: natively async, a small pool per event loop;
+    - SQLite: a dedicated thread that owns one connection;
+    - otherwise (or ``native_async=False``): Django's own connection through
+      ``sync_to_async``.
+
+    Every path is configured by ``DATABASES[using]`` alone and passes the
+    conformance routine. The native paths use their own connections, so a
+    call does not join a transaction the caller opened with ``atomic()``.
+    ``using`` defaults to ``SESSIONS_APP["DATABASE_ALIAS"]``. ``self.sync``
+    is the same store for synchronous callers; ``aclose()`` (or ``async
+    with``) releases the calling event loop's connections.
+    """
+
+    def __init__(
+        self,
+        using: str | None = None,
+        *,
+        model: type[models.Model] | None = None,
+        native_async: bool | None = None,
+    ) -> None:
+        self.sync = SyncDjangoSessionStore(using, model=model)
+        self.using = self.sync.using
+        self.model = self.sync.model
+        self._native_async = native_async
+        self._bound: tuple[AsyncPath, SessionSQL] | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(using={self.using!r}, model={self.model.__name__})"
+
+    @property
+    def path(self) -> AsyncPath:
+        """The path this store's calls take; ``path.name`` says which."""
+        return (self._bound or self._bind())[0]
+
+    @property
+    def path_name(self) -> str:
+        return self.path.name
+
+    def _bind(self) -> tuple[AsyncPath, SessionSQL]:
+        from ...conf import app_settings
+
+        native = app_settings.NATIVE_ASYNC if self._native_async is None else self._native_async
+        self._bound = (path_for(self.using, native=bool(native)), self.sync.sql)
+        return self._bound
+
+    # -- the contract ------------------------------------------------------
+
+    async def save(self, record: SessionRecord) -> None:
+        record = check_record(record)
+        path, sql = self._bound or self._bind()
+        await path.execute(sql.save(record))
+
+    async def load(self, session_id: SessionId) -> SessionRecord:
+        session_id = SessionId(session_id)
+        path, sql = self._bound or self._bind()
+        row = await path.fetchone(sql.load(session_id))
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return decode_row(session_id, row[0], row[1])
+
+    async def delete(self, session_id: SessionId) -> None:
+        session_id = SessionId(session_id)
+        path, sql = self._bound or self._bind()
+        await path.execute(sql.delete(session_id))
+
+    # -- batches -----------------------------------------------------------
+
+    async def save_many(self, records: Iterable[SessionRecord]) -> None:
+        unique = dedupe_last_wins(check_record(record) for record in records)
+        if unique:
+            path, sql = self._bound or self._bind()
+            await path.in_transaction(sql.save_batches(unique))
+
+    async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
+        wanted = unique_ids(session_ids)
+        if not wanted:
+            return {}
+        path, sql = self._bound or self._bind()
+        return records_by_id(await path.fetchall(sql.load_batches(wanted)))
+
+    async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+        doomed = unique_ids(session_ids)
+        if doomed:
+            path, sql = self._bound or self._bind()
+            await path.in_transaction(sql.delete_batches(doomed))
+
+    async def purge_before(self, cutoff_ns: int, *, batch_size: int = PURGE_BATCH_SIZE) -> int:
+        """Delete the sessions that started before ``cutoff_ns``; as ``SyncDjangoSessionStore``'s."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        path, sql = self._bound or self._bind()
+        statement = sql.purge_batch(cutoff_ns, batch_size)
+        deleted = 0
+        while True:
+            batch = await path.in_transaction([statement])
+            deleted += batch
+            if batch < batch_size:
+                return deleted
+
+    async def aclose(self) -> None:
+        """Close the connections this store's path holds for the calling event loop (it reopens lazily)."""
+        if self._bound is not None:
+            await self._bound[0].aclose()

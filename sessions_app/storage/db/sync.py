@@ -1,0 +1,152 @@
+"""``SyncDjangoSessionStore``: the store's contract for synchronous callers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from django.apps import apps
+from django.db import models
+from django.db.backends.utils import CursorWrapper
+
+from ..errors import NotFound
+from ..types import SessionId, SessionRecord, check_record
+from .portable import CursorRunner
+from .sql import SessionSQL, decode_row, dedupe_last_wins, records_by_id, session_sql, unique_ids
+
+PURGE_BATCH_SIZE = 10_000
+
+
+def default_alias() -> str:
+    from ...conf import app_settings
+
+    alias: str = app_settings.DATABASE_ALIAS
+    return alias
+
+
+def default_model() -> type[models.Model]:
+    return apps.get_model("sessions_app", "ExecutionSession")
+
+
+class SyncDjangoSessionStore:
+    """The store's contract for synchronous callers, on the Django database ``using``.
+
+    - ``save`` is one atomic upsert (``INSERT ... ON CONFLICT DO UPDATE``,
+      ``ON DUPLICATE KEY UPDATE`` on MySQL/MariaDB), never read-then-write, so
+      concurrent saves of one id never raise and leave exactly one row;
+    - ``load`` is one ``SELECT`` by primary key, ``NotFound`` when absent;
+    - ``delete`` is one ``DELETE``, which succeeds when nothing matches.
+
+    Each runs on Django's own connection for the alias in the calling
+    thread (``db/portable.py``), so it joins a transaction the caller opened
+    with ``atomic()``. ``using`` defaults to ``SESSIONS_APP["DATABASE_ALIAS"]``;
+    ``model`` may be any concrete subclass of ``AbstractExecutionSession``.
+    """
+
+    def __init__(self, using: str | None = None, *, model: type[models.Model] | None = None) -> None:
+        self.using = using or default_alias()
+        self.model = model or default_model()
+        self.runner = CursorRunner(self.using)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(using={self.using!r}, model={self.model.__name__})"
+
+    @property
+    def sql(self) -> SessionSQL:
+        return session_sql(self.model, self.using)
+
+    # -- the contract ------------------------------------------------------
+
+    def save(self, record: SessionRecord) -> None:
+        self.runner.execute(self.sql.save(check_record(record)))
+
+    def load(self, session_id: SessionId) -> SessionRecord:
+        session_id = SessionId(session_id)
+        row = self.runner.fetchone(self.sql.load(session_id))
+        if row is None:
+            raise NotFound(f"no session {session_id}")
+        return decode_row(session_id, row[0], row[1])
+
+    def delete(self, session_id: SessionId) -> None:
+        self.runner.execute(self.sql.delete(SessionId(session_id)))
+
+    # -- beyond the contract -------------------------------------------------
+
+    def insert(self, record: SessionRecord) -> None:
+        """Create ``record``; ``ConflictError`` if its id exists. One ``INSERT``."""
+        statement = self.sql.insert(check_record(record))
+        self.runner.run(lambda cursor: cursor.execute(*statement), atomic=True)
+
+    def upsert(self, record: SessionRecord) -> bool:
+        """``save`` that also tells whether the record was created (``True``) or replaced.
+
+        On PostgreSQL one statement answers both (``RETURNING xmax = 0``).
+        Elsewhere, in one transaction: insert if absent, and update if that
+        inserted nothing. The first statement is a write, so the transaction
+        holds the write lock (SQLite) or the row lock (MySQL) from its start
+        and no other writer can slip between the two.
+        """
+        record = check_record(record)
+        sql = self.sql
+        reporting = sql.upsert_reporting_insert(record)
+
+        def upsert(cursor: CursorWrapper) -> bool:
+            if reporting is not None:
+                cursor.execute(*reporting)
+                row = cursor.fetchone()
+                return bool(row and row[0])
+            cursor.execute(*sql.insert_if_absent(record))
+            if cursor.rowcount == 1:
+                return True
+            cursor.execute(*sql.update(record))
+            return False
+
+        return self.runner.run(upsert, atomic=True)
+
+    def save_many(self, records: Iterable[SessionRecord]) -> None:
+        """Save every record, all in one transaction; with repeated ids the last one wins."""
+        unique = dedupe_last_wins(check_record(record) for record in records)
+        if unique:
+            self.runner.in_transaction(self.sql.save_batches(unique))
+
+    def load_many(self, session_ids: Iterable[bytes]) -> dict[SessionId, SessionRecord]:
+        """The records that exist among ``session_ids``; absent ids are simply missing."""
+        wanted = unique_ids(session_ids)
+        return records_by_id(self.runner.fetchall(self.sql.load_batches(wanted))) if wanted else {}
+
+    def delete_many(self, session_ids: Iterable[bytes]) -> None:
+        """Delete every listed id, in one transaction."""
+        doomed = unique_ids(session_ids)
+        if doomed:
+            self.runner.in_transaction(self.sql.delete_batches(doomed))
+
+    def count_before(self, cutoff_ns: int) -> int:
+        """How many sessions started before ``cutoff_ns``."""
+        row = self.runner.fetchone(self.sql.count_before(cutoff_ns))
+        return int(str(row[0])) if row else 0
+
+    def purge_before(
+        self,
+        cutoff_ns: int,
+        *,
+        batch_size: int = PURGE_BATCH_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the sessions that started before ``cutoff_ns``; return how many went.
+
+        One ``DELETE`` of at most ``batch_size`` rows a transaction, chosen by
+        the database, so rows never travel to Python and locks stay short
+        however many rows go. ``progress(n)`` hears each batch. Idempotent.
+        The database's counterpart of ``clear_expired()`` in Django's
+        session backends.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        statement = self.sql.purge_batch(cutoff_ns, batch_size)
+        deleted = 0
+        while True:
+            batch = self.runner.in_transaction([statement])
+            deleted += batch
+            if progress is not None:
+                progress(batch)
+            if batch < batch_size:
+                return deleted
