@@ -49,10 +49,6 @@ EXIT_TIMEOUT = 10.0
 Job = tuple[Callable[[sqlite3.Connection], object], asyncio.Future[object]]
 
 
-class _Close:
-    """The job that closes the worker's connection (``aclose``)."""
-
-
 class SQLiteWorker:
     """A daemon thread that owns one sqlite3 connection and runs functions on it, in order."""
 
@@ -61,7 +57,7 @@ class SQLiteWorker:
         self._reset()
 
     def _reset(self) -> None:
-        self._queue: SimpleQueue[Job | _Close | None] = SimpleQueue()
+        self._queue: SimpleQueue[Job | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -76,9 +72,8 @@ class SQLiteWorker:
     async def close_connection(self) -> None:
         if self._thread is None:
             return
-        done = asyncio.get_running_loop().create_future()
-        self._queue.put(_Close())
-        self._queue.put((_nothing, done))
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queue.put((_close, done))
         await done
 
     def stop(self, timeout: float) -> None:
@@ -102,14 +97,17 @@ class SQLiteWorker:
         name: object = None
         while True:
             job = self._queue.get()
-            if job is None or isinstance(job, _Close):
+            if job is None:
+                if connection is not None:
+                    connection.close()
+                return
+            function, future = job
+            if function is _close:
                 if connection is not None:
                     connection.close()
                 connection = None
-                if job is None:
-                    return
+                _post(future, _resolve, None)
                 continue
-            function, future = job
             try:
                 wanted = connections.settings[self.alias]["NAME"]
                 if connection is None or wanted != name:
@@ -203,8 +201,8 @@ def _in_transaction(connection: sqlite3.Connection, statements: Sequence[Stateme
     return touched
 
 
-def _nothing(connection: sqlite3.Connection) -> None:
-    return None
+def _close(connection: sqlite3.Connection) -> None:
+    """Marks the job that closes the worker's connection (``aclose``); never called."""
 
 
 def _resolve(future: asyncio.Future[object], result: object) -> None:

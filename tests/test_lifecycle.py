@@ -1,0 +1,400 @@
+"""The database store where it really runs: forked workers, short-lived event loops, silent hosts,
+restarted servers, shutdown. Each runs for real on the database under test (SQLite or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections
+
+from sessions_app.models import ExecutionSession
+from sessions_app.storage import (
+    BackendError,
+    CachedSessionStore,
+    DjangoSessionStore,
+    InMemorySessionStore,
+    SessionId,
+    SessionRecord,
+)
+
+from .servers import subprocess_database_url
+from .tcp_proxy import SwitchableProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def needs_postgresql() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server (runs when DATABASE_URL points at PostgreSQL)")
+
+
+def needs_native_path() -> None:
+    if connection.vendor not in ("postgresql", "sqlite"):
+        pytest.skip("the native paths exist on PostgreSQL and SQLite")
+
+
+@pytest.fixture
+def tagged_alias() -> Iterator[str]:
+    """A copy of the test database's alias whose server sessions carry a name of their own."""
+    alias = f"tagged_{uuid.uuid4().hex[:8]}"
+    configured = {**connection.settings_dict, "OPTIONS": {**connection.settings_dict["OPTIONS"]}}
+    if connection.vendor == "postgresql":
+        configured["OPTIONS"].pop("pool", None)
+        configured["OPTIONS"]["application_name"] = alias
+    connections.settings[alias] = configured
+    yield alias
+    connections[alias].close()
+    del connections.settings[alias]
+
+
+def server_sessions(application_name: str) -> int:
+    """Open PostgreSQL sessions with this application_name, as the server sees them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name]
+        )
+        return int(cursor.fetchone()[0])
+
+
+def wait_for_sessions(application_name: str, expected: int, within: float = 5.0) -> int:
+    deadline = time.monotonic() + within
+    while (seen := server_sessions(application_name)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return seen
+
+
+def run_probe(mode: str, database_url: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "always"}
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-m", "tests.lifecycle_probe", mode],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# -- fork ---------------------------------------------------------------------
+
+
+def test_a_forked_child_uses_the_store_it_inherited_and_the_parent_keeps_its_own_connection():
+    needs_native_path()
+    result = run_probe("fork", subprocess_database_url())
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["child_exit"] == 0
+    assert seen["child"] == {"loaded": True, "saved": True}
+    # The parent's call after the child exited ran on the very same server
+    # session (PostgreSQL) or thread (SQLite): nothing of the parent's was
+    # closed, terminated or replaced by the child.
+    assert seen["parent_after"] == seen["parent_before"]
+    assert seen["parent_loaded"] is True
+    assert "ResourceWarning" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+
+
+# -- process exit ---------------------------------------------------------------
+
+
+def test_a_process_that_used_the_store_exits_promptly_and_cleanly_finishing_queued_work():
+    needs_native_path()
+    started = time.monotonic()
+    result = run_probe("exit", subprocess_database_url(), timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.monotonic() - started < 30
+    assert "ResourceWarning" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    if connection.vendor == "sqlite":
+        # The batch was queued to the SQLite thread when the loop ended; the
+        # thread finished it before the process went.
+        assert ExecutionSession.objects.count() == 5_000
+
+
+# -- short-lived event loops ------------------------------------------------------
+
+
+def test_calls_each_under_its_own_asyncio_run_leave_nothing_open(tagged_alias):
+    needs_native_path()
+    store = DjangoSessionStore(tagged_alias)
+    record = SessionRecord(SessionId.new(), 5, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(25):
+            asyncio.run(store.save(record))
+            assert asyncio.run(store.load(record.session_id)) == record
+            if connection.vendor == "postgresql":
+                assert wait_for_sessions(tagged_alias, 0) == 0  # the loop's pool closed with the loop
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    threads = [t for t in threading.enumerate() if t.name == f"sessions_app-sqlite-{tagged_alias}"]
+    assert len(threads) == (1 if connection.vendor == "sqlite" else 0)
+
+
+def test_a_loop_closed_without_asyncio_run_has_its_connections_closed_on_the_next_pool(tagged_alias):
+    needs_postgresql()
+    store = DjangoSessionStore(tagged_alias)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(store.load_many([SessionId.new()]))
+    loop.close()  # no shutdown_asyncgens(): nothing closed the pool
+    assert server_sessions(tagged_alias) == 1
+    asyncio.run(store.load_many([SessionId.new()]))
+    assert wait_for_sessions(tagged_alias, 0) == 0
+
+
+# -- connect timeout ----------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_host() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for sock in [*accepted, listener]:
+        sock.close()
+
+
+@pytest.fixture
+def silent_alias(silent_host) -> Iterator[str]:
+    needs_postgresql()
+    alias = "silent"
+    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}
+    connections.settings[alias] = {
+        **connection.settings_dict,
+        "HOST": "127.0.0.1",
+        "PORT": str(silent_host),
+        "OPTIONS": options,
+    }
+    yield alias
+    del connections.settings[alias]
+
+
+@pytest.mark.parametrize(("connect_timeout", "expected"), [(2, 2.0), (None, 10.0)])
+async def test_a_host_that_never_answers_is_a_backend_error_after_the_connect_timeout(
+    silent_alias, connect_timeout, expected
+):
+    if connect_timeout is not None:
+        connections.settings[silent_alias]["OPTIONS"]["connect_timeout"] = connect_timeout
+    store = DjangoSessionStore(silent_alias)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        await asyncio.wait_for(store.load(SessionId.new()), 60)
+    waited = time.monotonic() - started
+    assert expected - 0.5 < waited < expected + 5, waited
+    assert caught.value.__cause__ is not None
+
+
+# -- the server drops every connection -----------------------------------------------
+
+
+@pytest.fixture
+def proxied_alias() -> Iterator[tuple[str, SwitchableProxy]]:
+    needs_postgresql()
+    settings = connection.settings_dict
+    proxy = SwitchableProxy((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))).start()
+    alias = "through_proxy"
+    options = {k: v for k, v in settings["OPTIONS"].items() if k != "pool"}
+    connections.settings[alias] = {
+        **settings,
+        "HOST": "127.0.0.1",
+        "PORT": str(proxy.port),
+        "OPTIONS": options,
+    }
+    yield alias, proxy
+    proxy.cut()
+    del connections.settings[alias]
+
+
+async def test_after_the_server_drops_every_pooled_connection_the_next_calls_succeed(proxied_alias, settings):
+    alias, proxy = proxied_alias
+    settings.SESSIONS_APP = {"POOL_SIZE": 4}
+    store = DjangoSessionStore(alias)
+    kept = SessionRecord(SessionId.new(), 1, 1)
+    await store.save(kept)
+    # Four calls at once: four pooled connections, all idle afterwards.
+    await asyncio.gather(*(store.path.execute(("SELECT pg_sleep(0.2)", ())) for _ in range(4)))
+    assert store.path.pool_for_running_loop().open_count == 4
+
+    proxy.cut()  # a restart: the server side of every connection goes away
+    proxy.restore()
+    for _ in range(8):  # no burst of failures: every call succeeds
+        assert await store.load(kept.session_id) == kept
+    await store.aclose()
+
+
+async def test_a_call_while_the_server_is_down_fails_promptly_then_recovers(proxied_alias):
+    alias, proxy = proxied_alias
+    store = DjangoSessionStore(alias)
+    kept = SessionRecord(SessionId.new(), 1, 1)
+    await store.save(kept)
+    proxy.cut()
+    for call, argument in [
+        (store.load, kept.session_id),
+        (store.save, kept),
+        (store.delete, kept.session_id),
+    ]:
+        started = time.monotonic()
+        with pytest.raises(BackendError):
+            await call(argument)
+        assert time.monotonic() - started < 2
+    proxy.restore()
+    assert await store.load(kept.session_id) == kept
+    await store.aclose()
+
+
+# -- shutdown ------------------------------------------------------------------------
+
+
+async def test_aclose_closes_the_pooled_connections_server_side_and_the_store_reopens(tagged_alias):
+    needs_postgresql()
+    from asgiref.sync import sync_to_async
+
+    store = DjangoSessionStore(tagged_alias)
+    record = SessionRecord(SessionId.new(), 3, 3)
+    await asyncio.gather(*(store.save(record) for _ in range(3)))
+    assert await sync_to_async(server_sessions)(tagged_alias) >= 1
+    await store.aclose()
+    assert await sync_to_async(wait_for_sessions)(tagged_alias, 0) == 0
+    assert await store.load(record.session_id) == record  # usable again: it reopened
+    async with store:
+        await store.load(record.session_id)
+    assert await sync_to_async(wait_for_sessions)(tagged_alias, 0) == 0
+
+
+def open_files_named(name: str) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == name
+        except OSError:
+            continue
+    return count
+
+
+async def test_aclose_closes_the_sqlite_threads_connection_and_the_store_reopens(tagged_alias, tmp_path):
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite path")
+    import shutil
+
+    # A copy of the test database that nothing else in the process opens.
+    name = str(tmp_path / "own.sqlite3")
+    shutil.copy(connections.settings[tagged_alias]["NAME"], name)
+    connections.settings[tagged_alias]["NAME"] = name
+    store = DjangoSessionStore(tagged_alias)
+    record = SessionRecord(SessionId.new(), 3, 3)
+    await store.save(record)
+    assert open_files_named(name) >= 1
+    async with store:
+        assert await store.load(record.session_id) == record
+    assert open_files_named(name) == 0
+    assert await store.load(record.session_id) == record  # usable again: it reopened
+    assert open_files_named(name) >= 1
+    await store.aclose()
+
+
+async def test_async_with_closes_every_kind_of_store():
+    closed: list[str] = []
+
+    class Recording(InMemorySessionStore):
+        async def aclose(self) -> None:
+            closed.append("backing")
+
+    async with InMemorySessionStore() as memory:
+        await memory.save(SessionRecord(SessionId.new(), 1, 1))
+    async with CachedSessionStore(Recording()) as cached:
+        await cached.save(SessionRecord(SessionId.new(), 1, 1))
+    assert closed == ["backing"]
+
+
+def test_two_callers_racing_to_start_the_sqlite_thread_start_one(tagged_alias):
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite path")
+    store = DjangoSessionStore(tagged_alias)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            barrier.wait(5)
+            asyncio.run(store.load_many([SessionId.new()]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    callers = [threading.Thread(target=call) for _ in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert errors == []
+    assert len([t for t in threading.enumerate() if t.name == f"sessions_app-sqlite-{tagged_alias}"]) == 1
+
+
+# -- Django's connection options on the native path ------------------------------------
+
+
+@pytest.fixture
+def role() -> Iterator[str]:
+    needs_postgresql()
+    name = "sessions_app_test_role"
+    table = ExecutionSession._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f"CREATE ROLE {name} NOLOGIN")
+        cursor.execute(f"GRANT {name} TO CURRENT_USER")
+        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {name}")
+    yield name
+    with connection.cursor() as cursor:
+        cursor.execute(f"REVOKE ALL ON {table} FROM {name}")
+
+
+async def test_assume_role_and_isolation_level_apply_on_the_native_path(tagged_alias, role):
+    connections.settings[tagged_alias]["OPTIONS"].update(
+        {"assume_role": role, "isolation_level": 4}
+    )  # SERIALIZABLE
+    store = DjangoSessionStore(tagged_alias)
+    assert store.path_name == "PostgresPath"
+    assert await store.path.fetchone(("SELECT current_user", ())) == (role,)
+
+    async def isolation(conn):
+        async with conn.transaction():
+            cursor = await conn.execute("SHOW transaction_isolation")
+            return await cursor.fetchone()
+
+    assert await store.path.run(isolation) == ("serializable",)
+    record = SessionRecord(SessionId.new(), 9, 9)
+    await store.save(record)  # the role's grants are enough for the store
+    assert await store.load(record.session_id) == record
+    await store.aclose()
