@@ -106,6 +106,27 @@ async def test_a_row_that_does_not_decode_is_a_serialization_error():
         await DjangoSessionStore().load_many([sid])
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_api_answers_an_undecodable_row_with_a_json_500_and_logs_the_id(api, caplog):
+    if connection.vendor != "sqlite":
+        pytest.skip("only SQLite lets a test bypass the agent_id CHECK constraint to plant a bad row")
+    sid = SessionId.new()
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA ignore_check_constraints = ON")
+        cursor.execute(
+            "INSERT INTO sessions_app_executionsession VALUES (%s, %s, %s)", [sid.as_bytes(), -7, 0]
+        )
+        cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    api.raise_request_exception = False
+    with caplog.at_level("ERROR", logger="sessions_app.api"):
+        response = api.get(f"/api/sessions/{sid}/")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/json")
+    assert "does not decode" in response.json()["detail"]
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "sessions_app.api"]
+    assert len(logged) == 1 and str(sid) in logged[0].getMessage()
+
+
 class _DriverError(Exception):
     def __init__(self, *args, sqlstate=None):
         super().__init__(*args)

@@ -167,10 +167,12 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         elif isinstance(exc, ConflictError):
             exc = Conflict()
         elif isinstance(exc, SerializationError):
+            session_id = self.kwargs.get(self.lookup_url_kwarg)
             logger.error(
-                "session API: %s",
+                "session API: the stored session %s does not decode: %s",
+                session_id,
                 exc,
-                extra={"session_id": self.kwargs.get(self.lookup_url_kwarg)},
+                extra={"session_id": session_id},
                 exc_info=exc,
             )
             exc = StoredDataUnreadable()

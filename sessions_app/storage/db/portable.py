@@ -105,7 +105,10 @@ class ThreadedPath:
 
     async def aclose(self) -> None:
         """Close Django's connection in the thread these calls run in."""
-        await sync_to_async(connections[self.alias].close)()
+        await sync_to_async(self._close_connection)()
+
+    def _close_connection(self) -> None:
+        connections[self.alias].close()  # looked up here: connections are per thread
 
 
 @contextmanager
