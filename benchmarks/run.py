@@ -94,6 +94,10 @@ def print_store_table(result: dict) -> dict[str, float]:
         "3. load_many vs single loads (>= 10)": rows[next(k for k in rows if k[0].startswith("load_many"))]
         / rows[("DjangoSessionStore load", 1)],
     }
+    per_loop = rows.get(("sync code: asyncio.run(store.load()) per call", 1))
+    via_sync = rows.get(("sync code: store.sync.load()", 1))
+    if per_loop and via_sync:
+        print(f"sync code: asyncio.run() per call is {per_loop / via_sync:.2f}x the speed of store.sync")
     top = max(c for (_, c) in rows)
     if vendor == "postgresql" and top > 1:
         store_top = next(

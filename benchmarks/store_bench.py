@@ -322,6 +322,36 @@ async def run(bench: Bench, concurrencies: list[int], batch_size: int) -> None:
     await bench.measure("django.contrib.sessions db backend cycle", 1, contrib_cycle)
     await store.aclose()
 
+    # Sync code: a load under its own asyncio.run() (a new loop, so on
+    # PostgreSQL a new connection, closed with the loop) against store.sync.
+    record = bench.records(1)[0]
+    await store.save(record)
+    count = max(50, bench.cycles // 20)
+    for name, rate in (await asyncio.to_thread(sync_callers, store, record, count)).items():
+        bench.rows.append({"row": name, "concurrency": 1, "ops_per_s": round(rate, 1)})
+        print(f"  {connection.vendor:10} {name:44} c=1   {rate:10.0f}/s", flush=True)
+    await store.aclose()
+
+
+def sync_callers(store: DjangoSessionStore, record: SessionRecord, count: int) -> dict[str, float]:
+    """Loads per second from sync code (run in a thread of its own: no loop is running there)."""
+    from django.db import connections
+
+    rates = {}
+    for name, load in (
+        ("sync code: asyncio.run(store.load()) per call", lambda: asyncio.run(store.load(record.session_id))),
+        ("sync code: store.sync.load()", lambda: store.sync.load(record.session_id)),
+    ):
+        samples = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(count):
+                assert load() == record
+            samples.append(count / (time.perf_counter() - started))
+        rates[name] = statistics.median(samples)
+    connections.close_all()
+    return rates
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
