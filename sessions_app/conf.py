@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     # the cache off. Changes saved through Django retire them at once.
     "AUTH_CACHE_TIMEOUT": 30,
     "AUTH_CACHE_ALIAS": "default",
+    # GET /api/health/: seconds each check (database, cache) may take.
+    "HEALTH_TIMEOUT": 3.0,
     # REST API: page size of the list, and the DRF policy classes by dotted path.
     "PAGE_SIZE": 100,
     "MAX_PAGE_SIZE": 1000,

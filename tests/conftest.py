@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
 
 from sessions_app.storage import DjangoSessionStore, InMemorySessionStore
+
+from .tcp_proxy import SwitchableProxy
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -132,3 +137,63 @@ def _fresh_auth_cache():
     from sessions_app.conf import app_settings
 
     caches[app_settings.AUTH_CACHE_ALIAS].clear()
+
+
+@pytest.fixture
+def silent_host() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for sock in [*accepted, listener]:
+        sock.close()
+
+
+@pytest.fixture
+def proxied_alias() -> Iterator[tuple[str, SwitchableProxy]]:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server to lose (runs when DATABASE_URL points at PostgreSQL)")
+    settings = connection.settings_dict
+    proxy = SwitchableProxy((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))).start()
+    alias = "through_proxy"
+    options = {k: v for k, v in settings["OPTIONS"].items() if k != "pool"}
+    connections.settings[alias] = {
+        **settings,
+        "HOST": "127.0.0.1",
+        "PORT": str(proxy.port),
+        "OPTIONS": options,
+    }
+    yield alias, proxy
+    proxy.cut()
+    del connections.settings[alias]
+
+
+@pytest.fixture
+def low_throttle_rates(monkeypatch):
+    """Rates of 3 (anonymous) and 5 (per user) a minute, with fresh counters.
+
+    DRF reads the rates into a class attribute once, so the test sets that.
+    """
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "5/minute"})
+    cache.clear()
+    yield
+    cache.clear()

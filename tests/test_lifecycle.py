@@ -8,7 +8,6 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +31,6 @@ from sessions_app.storage import (
 )
 
 from .servers import subprocess_database_url
-from .tcp_proxy import SwitchableProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,32 +159,6 @@ def test_a_loop_closed_without_asyncio_run_has_its_connections_closed_on_the_nex
 
 
 @pytest.fixture
-def silent_host() -> Iterator[int]:
-    """A loopback port that accepts TCP connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for sock in [*accepted, listener]:
-        sock.close()
-
-
-@pytest.fixture
 def silent_alias(silent_host) -> Iterator[str]:
     needs_postgresql()
     alias = "silent"
@@ -217,24 +189,6 @@ async def test_a_host_that_never_answers_is_a_backend_error_after_the_connect_ti
 
 
 # -- the server drops every connection -----------------------------------------------
-
-
-@pytest.fixture
-def proxied_alias() -> Iterator[tuple[str, SwitchableProxy]]:
-    needs_postgresql()
-    settings = connection.settings_dict
-    proxy = SwitchableProxy((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))).start()
-    alias = "through_proxy"
-    options = {k: v for k, v in settings["OPTIONS"].items() if k != "pool"}
-    connections.settings[alias] = {
-        **settings,
-        "HOST": "127.0.0.1",
-        "PORT": str(proxy.port),
-        "OPTIONS": options,
-    }
-    yield alias, proxy
-    proxy.cut()
-    del connections.settings[alias]
 
 
 async def test_after_the_server_drops_every_pooled_connection_the_next_calls_succeed(proxied_alias, settings):

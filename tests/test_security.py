@@ -47,21 +47,6 @@ def test_refuses_to_start_with_debug_off_and_the_development_key():
     assert "refusing to run in production with the development secret key" in result.stderr
 
 
-@pytest.fixture
-def low_throttle_rates(monkeypatch):
-    """Rates of 3 (anonymous) and 5 (per user) a minute, with fresh counters.
-
-    DRF reads the rates into a class attribute once, so the test sets that.
-    """
-    from django.core.cache import cache
-    from rest_framework.throttling import SimpleRateThrottle
-
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "5/minute"})
-    cache.clear()
-    yield
-    cache.clear()
-
-
 @pytest.mark.django_db
 def test_anonymous_requests_are_throttled_even_when_refused(low_throttle_rates):
     client = APIClient()

@@ -56,6 +56,7 @@ from psycopg import sql as psycopg_sql
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
+from ..metrics import pool_changed
 from .errors import TRANSIENT_RETRIES, is_transient, translated
 from .sql import Row, Statement
 
@@ -146,10 +147,13 @@ class LeanPool:
             while self._idle:
                 conn = self._idle.pop()
                 if _looks_alive(conn):
+                    pool_changed(lent=1)
                     return conn, True
                 self._drop(conn)
             if len(self._open) + self._opening < self.size:
-                return await self._connect(), False
+                conn = await self._connect()
+                pool_changed(lent=1)
+                return conn, False
             waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -160,9 +164,11 @@ class LeanPool:
                 ) from None
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and (conn_or_none := waiter.result()):
+                    pool_changed(lent=1)
                     self.release(conn_or_none)  # handed over just as we were cancelled
                 raise
             if handed is not None:
+                pool_changed(lent=1)
                 return handed, True
             # None: a connection was dropped, so there is room to open one.
 
@@ -176,9 +182,11 @@ class LeanPool:
         finally:
             self._opening -= 1
         self._open.add(conn)
+        pool_changed(opened=1)
         return conn
 
     def release(self, conn: Connection) -> None:
+        pool_changed(lent=-1)
         if self.closed or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
             self._drop(conn)
             self._wake_one(None)
@@ -192,7 +200,9 @@ class LeanPool:
             self._drop(conn)
 
     def _drop(self, conn: Connection) -> None:
-        self._open.discard(conn)
+        if conn in self._open:
+            self._open.remove(conn)
+            pool_changed(opened=-1)
         _finish(conn)
 
     def _wake_one(self, conn: Connection | None) -> bool:
@@ -231,6 +241,7 @@ class LeanPool:
                     conn.pgconn.finish()
         finally:
             os.close(devnull)
+        pool_changed(opened=-len(self._open), lent=-self.in_use)  # this process' copy of the counts
         self._open.clear()
         self._idle = []
         self._waiters.clear()

@@ -8,6 +8,7 @@ from django.db import models
 
 from ..base import SessionStore
 from ..errors import NotFound
+from ..metrics import timed_async
 from ..types import SessionId, SessionRecord, check_record
 from .paths import AsyncPath, path_for
 from .sql import SessionSQL, decode_row, dedupe_last_wins, records_by_id, unique_ids
@@ -69,11 +70,13 @@ class DjangoSessionStore(SessionStore):
 
     # -- the contract ------------------------------------------------------
 
+    @timed_async("save")
     async def save(self, record: SessionRecord) -> None:
         record = check_record(record)
         path, sql = self._bound or self._bind()
         await path.execute(sql.save(record))
 
+    @timed_async("load")
     async def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
         path, sql = self._bound or self._bind()
@@ -82,6 +85,7 @@ class DjangoSessionStore(SessionStore):
             raise NotFound(f"no session {session_id}")
         return decode_row(session_id, row[0], row[1])
 
+    @timed_async("delete")
     async def delete(self, session_id: SessionId) -> None:
         session_id = SessionId(session_id)
         path, sql = self._bound or self._bind()
@@ -89,12 +93,14 @@ class DjangoSessionStore(SessionStore):
 
     # -- batches -----------------------------------------------------------
 
+    @timed_async("save_many")
     async def save_many(self, records: Iterable[SessionRecord]) -> None:
         unique = dedupe_last_wins(check_record(record) for record in records)
         if unique:
             path, sql = self._bound or self._bind()
             await path.in_transaction(sql.save_batches(unique))
 
+    @timed_async("load_many")
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
         wanted = unique_ids(session_ids)
         if not wanted:
@@ -102,12 +108,14 @@ class DjangoSessionStore(SessionStore):
         path, sql = self._bound or self._bind()
         return records_by_id(await path.fetchall(sql.load_batches(wanted)))
 
+    @timed_async("delete_many")
     async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
         doomed = unique_ids(session_ids)
         if doomed:
             path, sql = self._bound or self._bind()
             await path.in_transaction(sql.delete_batches(doomed))
 
+    @timed_async("purge")
     async def purge_before(self, cutoff_ns: int, *, batch_size: int = PURGE_BATCH_SIZE) -> int:
         """Delete the sessions that started before ``cutoff_ns``; as ``SyncDjangoSessionStore``'s."""
         if batch_size < 1:

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.backends.utils import CursorWrapper
 
 from ..errors import NotFound
+from ..metrics import timed
 from ..types import SessionId, SessionRecord, check_record
 from .portable import CursorRunner
 from .sql import SessionSQL, decode_row, dedupe_last_wins, records_by_id, session_sql, unique_ids
@@ -56,9 +57,11 @@ class SyncDjangoSessionStore:
 
     # -- the contract ------------------------------------------------------
 
+    @timed("save")
     def save(self, record: SessionRecord) -> None:
         self.runner.execute(self.sql.save(check_record(record)))
 
+    @timed("load")
     def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
         row = self.runner.fetchone(self.sql.load(session_id))
@@ -66,16 +69,19 @@ class SyncDjangoSessionStore:
             raise NotFound(f"no session {session_id}")
         return decode_row(session_id, row[0], row[1])
 
+    @timed("delete")
     def delete(self, session_id: SessionId) -> None:
         self.runner.execute(self.sql.delete(SessionId(session_id)))
 
     # -- beyond the contract -------------------------------------------------
 
+    @timed("save")
     def insert(self, record: SessionRecord) -> None:
         """Create ``record``; ``ConflictError`` if its id exists. One ``INSERT``."""
         statement = self.sql.insert(check_record(record))
         self.runner.run(lambda cursor: cursor.execute(*statement), atomic=True)
 
+    @timed("save")
     def upsert(self, record: SessionRecord) -> bool:
         """``save`` that also tells whether the record was created (``True``) or replaced.
 
@@ -102,17 +108,20 @@ class SyncDjangoSessionStore:
 
         return self.runner.run(upsert, atomic=True)
 
+    @timed("save_many")
     def save_many(self, records: Iterable[SessionRecord]) -> None:
         """Save every record, all in one transaction; with repeated ids the last one wins."""
         unique = dedupe_last_wins(check_record(record) for record in records)
         if unique:
             self.runner.in_transaction(self.sql.save_batches(unique))
 
+    @timed("load_many")
     def load_many(self, session_ids: Iterable[bytes]) -> dict[SessionId, SessionRecord]:
         """The records that exist among ``session_ids``; absent ids are simply missing."""
         wanted = unique_ids(session_ids)
         return records_by_id(self.runner.fetchall(self.sql.load_batches(wanted))) if wanted else {}
 
+    @timed("delete_many")
     def delete_many(self, session_ids: Iterable[bytes]) -> None:
         """Delete every listed id, in one transaction."""
         doomed = unique_ids(session_ids)
@@ -124,6 +133,7 @@ class SyncDjangoSessionStore:
         row = self.runner.fetchone(self.sql.count_before(cutoff_ns))
         return int(str(row[0])) if row else 0
 
+    @timed("purge")
     def purge_before(
         self,
         cutoff_ns: int,

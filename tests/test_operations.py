@@ -1,0 +1,161 @@
+"""What operators rely on: the health endpoint for balancers and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+from django.db import connections
+from django.test import Client
+
+from sessions_app.storage import DjangoSessionStore, SessionId, SessionRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def health(client: Client | None = None):
+    return (client or Client()).get("/api/health/")
+
+
+# -- health ------------------------------------------------------------------------
+
+
+def test_health_is_200_ok_without_credentials_and_is_never_throttled(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"anon": "2/min", "user": "2/min"},
+    }
+    for _ in range(10):
+        response = health()
+        assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"] == {"status": "ok"}
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_health_reveals_no_versions_or_hosts():
+    text = health().content.decode()
+    for secret in ("version", "127.0.0.1", "localhost", "postgres", "sqlite", "Django", "python"):
+        assert secret.lower() not in text.lower()
+
+
+def test_health_is_503_while_the_database_is_cut_off_and_200_after(proxied_alias, settings):
+    alias, proxy = proxied_alias
+    settings.SESSIONS_APP = {"DATABASE_ALIAS": alias, "HEALTH_TIMEOUT": 2}
+    assert health().status_code == 200
+    proxy.cut()
+    started = time.monotonic()
+    response = health()
+    assert response.status_code == 503
+    assert time.monotonic() - started < 5
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {
+            "database": {"status": "unavailable", "reason": "error"},
+            "cache:default": {"status": "ok"},
+        },
+    }
+    proxy.restore()
+    assert health().status_code == 200
+
+
+def test_health_is_503_within_the_timeout_when_the_database_host_stops_answering(silent_host, settings):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server (runs when DATABASE_URL points at PostgreSQL)")
+    alias = "silent_for_health"
+    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}
+    connections.settings[alias] = {
+        **connection.settings_dict,
+        "HOST": "127.0.0.1",
+        "PORT": str(silent_host),
+        "OPTIONS": options,
+    }
+    try:
+        settings.SESSIONS_APP = {"DATABASE_ALIAS": alias, "HEALTH_TIMEOUT": 1}
+        started = time.monotonic()
+        response = health()
+        assert time.monotonic() - started < 3
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"] == {"status": "unavailable", "reason": "timeout"}
+    finally:
+        del connections.settings[alias]
+
+
+def test_a_cache_that_is_down_is_reported_without_failing_the_check(settings):
+    settings.CACHES = {
+        **settings.CACHES,
+        "broken": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        },
+    }
+    settings.SESSIONS_APP = {"AUTH_CACHE_ALIAS": "broken", "HEALTH_TIMEOUT": 2}
+    response = health()
+    assert response.status_code == 200
+    assert response.json()["checks"]["cache:broken"] == {"status": "unavailable", "reason": "error"}
+
+
+def test_without_a_cache_in_use_no_cache_is_checked(settings):
+    settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": 0}
+    assert set(health().json()["checks"]) == {"database"}
+
+
+# -- metrics ------------------------------------------------------------------------
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus' text format (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_refuse_anonymous_callers_and_users_without_view(make_user, token_client):
+    assert Client().get("/api/metrics/").status_code == 401
+    client, _ = token_client(make_user("add"))
+    assert client.get("/api/metrics/").status_code == 403
+
+
+def test_metrics_count_real_calls_through_the_api_and_the_store(make_user, token_client):
+    client, _ = token_client(make_user("view", "add", "change", "delete", username="prometheus"))
+
+    def scrape() -> str:
+        response = client.get("/api/metrics/")
+        assert response.status_code == 200
+        assert response["Content-Type"].startswith("text/plain")
+        return response.content.decode()
+
+    before = scrape()
+    sid = SessionId.new()
+    assert (
+        client.put(f"/api/sessions/{sid}/", {"agent_id": 1, "started_at_ns": "1"}, format="json").status_code
+        == 201
+    )
+    assert client.get(f"/api/sessions/{SessionId.new()}/").status_code == 404
+
+    async def through_the_store() -> None:
+        async with DjangoSessionStore() as store:
+            record = SessionRecord(SessionId.new(), 2, 2)
+            await store.save(record)
+            await store.load(record.session_id)
+            await store.delete_many([record.session_id])
+
+    asyncio.run(through_the_store())
+    after = scrape()
+
+    def moved(operation: str, outcome: str) -> float:
+        name = "sessions_store_operations_total"
+        labels = {"operation": operation, "outcome": outcome}
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert moved("save", "ok") == 2  # the PUT and the store's save
+    assert moved("load", "not_found") == 1
+    assert moved("load", "ok") == 1
+    assert moved("delete_many", "ok") == 1
+    assert sample(after, "sessions_store_operation_duration_seconds_count", operation="save") >= 2
+    assert "sessions_store_pool_connections" in after
