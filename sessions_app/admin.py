@@ -3,6 +3,12 @@
 The binary primary key needs no special URL handling: it reads as
 ``SessionId``, whose ``str()`` is UUID text, so the admin's links, redirects
 and log entries carry ``0f1e2d3c-...`` and the field parses that text back.
+
+Built for tables of millions of rows: every page of the list and every
+search that uses an index costs the same however large the table (the
+indexes are in ``models.py``); the unfiltered list shows PostgreSQL's row
+estimate instead of counting every row; only a search for part of an id
+scans the table, and the search help says so.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import CharField, Func, PositiveBigIntegerField, Q, QuerySet
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import CharField, Func, PositiveBigIntegerField, QuerySet
 from django.http import HttpRequest
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from .api.serializers import ns_to_iso8601
@@ -22,6 +31,42 @@ from .fields import UnsignedBigIntegerField
 from .models import ExecutionSession
 
 NS_PER_SECOND = 1_000_000_000
+
+# Above this many rows (by PostgreSQL's estimate) the unfiltered list shows
+# the estimate instead of a COUNT(*), which reads every row.
+ESTIMATE_COUNT_ABOVE = 100_000
+
+PARTIAL_ID_PREFIX = "id:"
+_HEX = frozenset("0123456789abcdef")
+
+
+class LargeTablePaginator(Paginator):  # type: ignore[type-arg]
+    """Django's paginator, counting the unfiltered table by estimate on PostgreSQL when it is large."""
+
+    estimated = False
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.has_filters():
+            estimate = _estimated_rows(queryset)
+            if estimate is not None and estimate > ESTIMATE_COUNT_ABOVE:
+                self.estimated = True
+                return estimate
+        return super().count
+
+
+def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
+    """PostgreSQL's planner estimate of the table's rows (kept by autovacuum and ANALYZE)."""
+    connection = connections[queryset.db]
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] >= 0 else None
 
 
 class SessionIdHex(Func):
@@ -34,6 +79,11 @@ class SessionIdHex(Func):
         return super().as_sql(compiler, connection, template="lower(hex(%(expressions)s))", **extra)
 
     as_mysql = as_sqlite
+
+
+def utc_now() -> datetime:
+    """The clock of the date filter (a function, so that tests can set it)."""
+    return datetime.fromtimestamp(time.time(), tz=UTC)
 
 
 class StartedAtFilter(admin.SimpleListFilter):
@@ -51,7 +101,7 @@ class StartedAtFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        now = datetime.fromtimestamp(time.time(), tz=UTC)
+        now = utc_now()
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         since = {
             "today": today,
@@ -71,7 +121,11 @@ class ExecutionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = (StartedAtFilter,)
     ordering = ("-started_at_ns", "-session_id")
     search_fields = ("session_id",)  # handled by get_search_results below
-    search_help_text = _("A full or partial session id (UUID text or hex digits), or an agent id.")
+    search_help_text = _(
+        "An agent id (digits) or a whole session id (UUID text or 32 hex digits): found through an index. "
+        "Part of a session id (hex digits with a letter a-f, or id: and any hex digits) scans the whole "
+        "table and is slow on a large one."
+    )
     fields = ("session_id", "agent_id", "started_at_ns", "started_at_utc")
     readonly_fields = ("started_at_utc",)
     # Text inputs: a browser's number input rounds past 2**53.
@@ -81,6 +135,7 @@ class ExecutionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     }
     list_per_page = 100
     show_full_result_count = False  # a COUNT(*) over a large table on every page is not free
+    paginator = LargeTablePaginator
 
     @admin.display(description=_("session id"), ordering="session_id")
     def session_id_text(self, obj: ExecutionSession) -> str:
@@ -99,18 +154,19 @@ class ExecutionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return self.readonly_fields
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
-        term = search_term.strip()
+        """Digits are an agent id; 32 hex digits or UUID text a whole id; anything else hex, part of an id."""
+        term = search_term.strip().lower()
         if not term:
             return queryset, False
-        condition = Q(pk__in=[])
-        digits = term.replace("-", "").lower()
-        if digits and all(c in "0123456789abcdef" for c in digits):
-            if len(digits) == 32:
-                condition |= Q(session_id=bytes.fromhex(digits))
-            else:
-                # A partial id scans the table; full ids use the primary key.
-                queryset = queryset.annotate(session_id_hex=SessionIdHex("session_id"))
-                condition |= Q(session_id_hex__contains=digits)
-        if term.isdigit() and int(term) <= 2**63 - 1:
-            condition |= Q(agent_id=int(term))
-        return queryset.filter(condition), False
+        partial = term.startswith(PARTIAL_ID_PREFIX)
+        digits = term.removeprefix(PARTIAL_ID_PREFIX).replace("-", "")
+        if not digits or not set(digits) <= _HEX:
+            return queryset.none(), False
+        if len(digits) == 32:
+            return queryset.filter(session_id=bytes.fromhex(digits)), False
+        if term.isdigit() and not partial:
+            agent_id = int(term)
+            return (queryset.filter(agent_id=agent_id) if agent_id <= 2**63 - 1 else queryset.none()), False
+        # Part of an id: compared with every row's hex text, a full scan.
+        queryset = queryset.annotate(session_id_hex=SessionIdHex("session_id"))
+        return queryset.filter(session_id_hex__contains=digits), False

@@ -141,21 +141,62 @@ def test_search_by_full_and_partial_id_and_by_agent(staff):
         "4b5a4978",
         "A4B3C2D1",
         "0f1e",
+        "id:8695",  # digits only: part of an id when asked for with id:
         "77",
     ]:
         assert found(term) == [target.pk], term
+    assert found("8695") == []  # digits alone are an agent id, looked up by index, never a scan
     assert found("ffff") == [b"\xff" * 16]
     assert found("zzz") == []
+    assert found("9" * 20) == []  # above the agent id range: nothing, not an error
     assert len(found("")) == 2
 
 
-def test_filter_by_start_date(staff):
-    import time
+def test_the_search_help_says_which_terms_scan_the_table(staff):
+    page = staff.get(reverse("admin:sessions_app_executionsession_changelist")).content.decode()
+    assert "scans the whole table" in page
 
-    ExecutionSession.objects.create(agent_id=1, started_at_ns=time.time_ns())
-    ExecutionSession.objects.create(agent_id=2, started_at_ns=0)
+
+@pytest.mark.parametrize("now", ["2026-11-25T23:59:59.999999+00:00", "2026-11-26T00:00:00+00:00"])
+def test_filter_by_start_date_uses_utc_days_on_either_side_of_midnight(staff, monkeypatch, now):
+    from datetime import datetime
+
+    import sessions_app.admin
+
+    moment = datetime.fromisoformat(now)
+    monkeypatch.setattr(sessions_app.admin, "utc_now", lambda: moment)
+    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    ns = int(midnight.timestamp()) * 10**9
+    ExecutionSession.objects.create(agent_id=1, started_at_ns=ns)  # the first instant of the day
+    ExecutionSession.objects.create(agent_id=2, started_at_ns=ns - 1)  # the last of the day before
+    ExecutionSession.objects.create(agent_id=3, started_at_ns=0)
     changelist = reverse("admin:sessions_app_executionsession_changelist")
-    today = staff.get(changelist, {"started": "today"}).context["cl"].result_list
-    assert [obj.agent_id for obj in today] == [1]
-    everything = staff.get(changelist).context["cl"].result_list
-    assert [obj.agent_id for obj in everything] == [1, 2]  # newest first
+
+    def agents(**query: str) -> list[int]:
+        return [obj.agent_id for obj in staff.get(changelist, query).context["cl"].result_list]
+
+    assert agents(started="today") == [1]
+    assert agents(started="7d") == [1, 2]
+    assert agents() == [1, 2, 3]  # newest first
+
+
+def test_a_large_table_shows_an_estimated_count_and_says_so(staff, monkeypatch):
+    from django.db import connection
+
+    import sessions_app.admin
+
+    ExecutionSession.objects.bulk_create(
+        ExecutionSession(session_id=SessionId.new(), agent_id=n, started_at_ns=n) for n in range(30)
+    )
+    changelist = reverse("admin:sessions_app_executionsession_changelist")
+    monkeypatch.setattr(sessions_app.admin, "ESTIMATE_COUNT_ABOVE", 10)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE sessions_app_executionsession")
+    response = staff.get(changelist)
+    estimated = connection.vendor == "postgresql"
+    assert response.context["cl"].paginator.estimated is estimated
+    assert ("the total is PostgreSQL's estimate" in response.content.decode()) is estimated
+    assert response.context["cl"].result_count == 30  # ANALYZE counted them all; elsewhere COUNT(*)
+    filtered = staff.get(changelist, {"q": "7"})
+    assert filtered.context["cl"].paginator.estimated is False  # a filtered list is counted exactly

@@ -146,8 +146,26 @@ def test_str_is_uuid_text_and_default_id_is_fresh():
     assert str(a) == str(a.pk) == str(SessionId(a.pk))
 
 
-def test_agent_id_is_indexed():
-    assert ExecutionSession._meta.get_field("agent_id").db_index
+def test_the_database_has_the_list_and_agent_indexes_and_serves_the_order_from_them():
+    from django.db import connection
+
+    table = ExecutionSession._meta.db_table
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    indexed = {tuple(c["columns"]) for c in constraints.values() if c["index"] and not c["primary_key"]}
+    assert ("agent_id", "started_at_ns", "session_id") in indexed
+    assert ("started_at_ns", "session_id") in indexed
+    if connection.vendor == "postgresql":
+        agent_page = ExecutionSession.objects.filter(agent_id=7).order_by("-started_at_ns", "-session_id")[
+            :100
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off")  # a tiny table would not need an index at all
+            try:
+                plan = agent_page.explain()
+            finally:
+                cursor.execute("RESET enable_seqscan")
+        assert "sessions_app_agent_idx" in plan and "Sort" not in plan, plan
 
 
 def test_migrations_are_complete():
