@@ -46,7 +46,8 @@ def fill(rows: int) -> None:
         cursor.execute(f"TRUNCATE {table}")
         cursor.execute(
             f"INSERT INTO {table} (session_id, agent_id, started_at_ns) "
-            "SELECT decode(md5(i::text), 'hex'), i %% %s, %s + i::bigint * 1000 FROM generate_series(1, %s) AS i",
+            "SELECT decode(md5(i::text), 'hex'), i %% %s, %s + i::bigint * 1000 "
+            "FROM generate_series(1, %s) AS i",
             [AGENTS, encode_unsigned(BASE_NS), rows],
         )
         cursor.execute(f"VACUUM ANALYZE {table}")  # the planner's statistics and the row estimate

@@ -5,6 +5,10 @@
 # To log into the admin, set DJANGO_SUPERUSER_USERNAME and
 # DJANGO_SUPERUSER_PASSWORD (and optionally DJANGO_SUPERUSER_EMAIL) before
 # the first run, or run `.venv/bin/python manage.py createsuperuser`.
+#
+# WEB_CONCURRENCY: worker processes (default 1). With more than one, the
+# Prometheus metrics of every worker are added up through
+# PROMETHEUS_MULTIPROC_DIR, which this script sets (and empties) when unset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -13,4 +17,10 @@ if [ -n "${DJANGO_SUPERUSER_USERNAME:-}" ] && [ -n "${DJANGO_SUPERUSER_PASSWORD:
   .venv/bin/python manage.py createsuperuser --noinput --email "${DJANGO_SUPERUSER_EMAIL:-admin@localhost}" 2>/dev/null \
     || echo "serve: superuser ${DJANGO_SUPERUSER_USERNAME} already exists"
 fi
-exec .venv/bin/uvicorn aa_project.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+WORKERS="${WEB_CONCURRENCY:-1}"
+if [ "$WORKERS" -gt 1 ] && [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  export PROMETHEUS_MULTIPROC_DIR="${TMPDIR:-/tmp}/sessions_app-metrics-${PORT:-8000}"
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
+exec .venv/bin/uvicorn aa_project.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
+  --workers "$WORKERS"

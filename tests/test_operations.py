@@ -159,3 +159,30 @@ def test_metrics_count_real_calls_through_the_api_and_the_store(make_user, token
     assert moved("delete_many", "ok") == 1
     assert sample(after, "sessions_store_operation_duration_seconds_count", operation="save") >= 2
     assert "sessions_store_pool_connections" in after
+
+
+@pytest.mark.slow
+def test_with_several_workers_the_metrics_add_up_across_them(tmp_path, make_user):
+    import httpx
+    from rest_framework.authtoken.models import Token
+
+    from .servers import subprocess_database_url, uvicorn_server
+
+    token = Token.objects.create(user=make_user("view", "add", "change", "delete", username="prom")).key
+    multiproc = tmp_path / "metrics"
+    multiproc.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    with uvicorn_server(subprocess_database_url(), workers=2, env=env) as base:
+        headers = {"Authorization": f"Token {token}"}
+        sid = SessionId.new()
+        # Fresh connections each time: the server spreads them over both workers.
+        for n in range(40):
+            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                assert client.put(
+                    f"/api/sessions/{sid}/", json={"agent_id": n, "started_at_ns": "1"}
+                ).is_success
+        pids = {path.name.split("_")[-1] for path in multiproc.glob("counter_*.db")}
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            text = client.get("/api/metrics/").text
+    assert len(pids) == 2, "both workers served requests and wrote their counts"
+    assert sample(text, "sessions_store_operations_total", operation="save", outcome="ok") == 40
