@@ -42,17 +42,18 @@ def run_part(module: str, database_url: str, *args: str) -> dict:
     return json.loads(last.removeprefix("RESULT "))
 
 
-def postgres_url() -> str | None:
+def postgres_url(database: str = "sessions_bench") -> str | None:
+    """The URL of a benchmark database on the PostgreSQL server, created if missing; None if unreachable."""
     try:
         import psycopg
 
         with psycopg.connect(f"{POSTGRES_SERVER}/postgres", connect_timeout=3, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'sessions_bench'").fetchone():
-                conn.execute("CREATE DATABASE sessions_bench")
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
+                conn.execute(f"CREATE DATABASE {database}")
     except Exception as exc:
         print(f"PostgreSQL skipped: {exc}")
         return None
-    return f"{POSTGRES_SERVER}/sessions_bench"
+    return f"{POSTGRES_SERVER}/{database}"
 
 
 def ratio(value: float, base: float | None) -> str:
@@ -150,6 +151,13 @@ def main() -> None:
             rows["API GET /api/sessions/{id}/"]["requests_per_s"] / bare
         )
 
+    admin_ms: dict[str, float] = {}
+    admin_url = postgres_url("sessions_bench_admin") if pg else None
+    if admin_url:
+        rows_wanted = "20000" if quick else "2000000"
+        print(f"\n== admin on PostgreSQL ({int(rows_wanted):,} rows)")
+        admin_ms = run_part("benchmarks.admin_bench", admin_url, "--rows", rows_wanted)["median_ms"]
+
     print("\n== memory (SQLite)")
     memory = run_part("benchmarks.memory_bench", sqlite_url, *memory_args)
     growth = memory["peak_rss_mib_at_end"] - memory["peak_rss_mib_at_checkpoint"]
@@ -166,6 +174,9 @@ def main() -> None:
     verdict = "met " if growth <= 10 else "MISS"
     span = f"{memory['checkpoint']}->{memory['cycles']} cycles"
     print(f"{verdict} 4. RSS growth {span} (<= 10 MiB): {growth:.2f} MiB")
+    for name, ms in admin_ms.items():
+        if not name.startswith("baseline"):
+            print(f"{'met ' if ms <= 60 else 'MISS'} admin: {name} (<= 60 ms): {ms:.1f} ms")
 
 
 if __name__ == "__main__":
