@@ -321,14 +321,15 @@ def test_anonymous_requests_are_401_with_a_token_challenge(method, path, body):
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "body", "needs"),
+    ("method", "path", "body", "needs", "allowed"),
     [
-        ("get", url(), None, {"view"}),
-        ("get", url(SID), None, {"view"}),
-        ("post", url(), {"agent_id": 1, "started_at_ns": 1}, {"add"}),
-        ("put", url(SID), {"agent_id": 1, "started_at_ns": 1}, {"add", "change"}),
-        ("patch", url(SID), {"agent_id": 1}, {"change"}),
-        ("delete", url(SID), None, {"delete"}),
+        # allowed: the status a permitted call gets, and the stored (agent, start) of SID after it.
+        ("get", url(), None, {"view"}, (200, (3, 3))),
+        ("get", url(SID), None, {"view"}, (200, (3, 3))),
+        ("post", url(), {"agent_id": 1, "started_at_ns": 1}, {"add"}, (201, (3, 3))),
+        ("put", url(SID), {"agent_id": 1, "started_at_ns": 1}, {"add", "change"}, (200, (1, 1))),
+        ("patch", url(SID), {"agent_id": 1}, {"change"}, (200, (1, 3))),
+        ("delete", url(SID), None, {"delete"}, (204, None)),
     ],
 )
 @pytest.mark.parametrize(
@@ -343,13 +344,17 @@ def test_anonymous_requests_are_401_with_a_token_challenge(method, path, body):
         ("view", "add", "change", "delete"),
     ],
 )
-def test_each_call_needs_its_model_permission(make_user, method, path, body, needs, holds):
+def test_each_call_needs_its_model_permission(make_user, method, path, body, needs, allowed, holds):
     ExecutionSession.objects.create(session_id=SID, agent_id=3, started_at_ns=3)
     client = APIClient()
     client.force_authenticate(make_user(*holds))
     response = getattr(client, method)(path, body, format="json")
     if needs <= set(holds):
-        assert response.status_code in {200, 201, 204, 409}
+        status, after = allowed
+        assert response.status_code == status
+        assert stored(SID) == after  # the call did what it says, and only that
+        if method == "post":
+            assert stored(response.json()["session_id"]) == (1, 1)
     else:
         assert response.status_code == 403
         assert stored(SID) == (3, 3)

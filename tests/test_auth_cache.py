@@ -105,14 +105,35 @@ def test_permissions_granted_and_revoked_through_a_group_apply_on_the_next_reque
     assert client.get(session_url).status_code == 403
 
 
-def test_a_change_django_does_not_signal_lasts_at_most_the_timeout(viewer, session_url, settings):
-    settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": 1}
+class SettableClock:
+    """Stands in for the ``time`` module of Django's local-memory cache, so a test drives expiry."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_a_change_django_does_not_signal_lasts_at_most_the_timeout(
+    viewer, session_url, settings, monkeypatch
+):
+    from django.core.cache.backends import locmem
+
+    from sessions_app.conf import app_settings
+
+    assert isinstance(caches[app_settings.AUTH_CACHE_ALIAS], locmem.LocMemCache)
+    clock = SettableClock()
+    monkeypatch.setattr(locmem, "time", clock)
+    settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": 30}
     user, _, client = viewer
     assert client.get(session_url).status_code == 200
     type(user).objects.filter(pk=user.pk).update(is_active=False)  # no signal
     assert client.get(session_url).status_code == 200  # the stated delay
-    time.sleep(1.2)
-    assert client.get(session_url).status_code == 401
+    clock.now += 29.5
+    assert client.get(session_url).status_code == 200  # still within it
+    clock.now += 1
+    assert client.get(session_url).status_code == 401  # and not a moment longer
 
 
 def test_an_answer_that_races_a_change_is_not_served_after_it():

@@ -23,8 +23,38 @@ DB_SETTINGS = settings(
 HEX = "0123456789abcdefABCDEF"
 
 
-@given(st.text(max_size=80))
-def test_parse_of_any_text_returns_an_id_that_prints_back_or_raises_value_error(text):
+def mutated_id_texts() -> st.SearchStrategy[str]:
+    """Valid id texts (UUID form or 32 hex digits, any case), some mutated by one edit.
+
+    Random text almost never parses, so a test drawing it would rarely run
+    its success branch; a valid text, sometimes broken by a single change,
+    exercises both branches near the boundary.
+    """
+    valid = st.builds(
+        lambda raw, dashed, upper: (str(raw.uuid) if dashed else raw.hex()).upper() if upper else
+        (str(raw.uuid) if dashed else raw.hex()),
+        RAW_IDS.map(SessionId), st.booleans(), st.booleans(),
+    )  # fmt: skip
+
+    @st.composite
+    def mutated(draw: st.DrawFn) -> str:
+        text = draw(valid)
+        position = draw(st.integers(0, len(text)))
+        edit = draw(st.sampled_from(["none", "insert", "delete", "replace"]))
+        char = draw(st.characters(codec="utf-8"))
+        if edit == "insert":
+            return text[:position] + char + text[position:]
+        if edit == "delete" and position < len(text):
+            return text[:position] + text[position + 1 :]
+        if edit == "replace" and position < len(text):
+            return text[:position] + char + text[position + 1 :]
+        return text
+
+    return mutated()
+
+
+@given(mutated_id_texts())
+def test_parse_of_near_valid_text_returns_an_id_that_prints_back_or_raises_value_error(text):
     try:
         sid = SessionId.parse(text)
     except ValueError as exc:
@@ -32,6 +62,19 @@ def test_parse_of_any_text_returns_an_id_that_prints_back_or_raises_value_error(
         return
     assert text.replace("-", "").lower() == sid.hex()
     assert SessionId.parse(str(sid)) == sid
+
+
+@given(mutated_id_texts())
+def test_mutated_id_texts_reach_both_branches(text):
+    """Guards the strategy itself: both outcomes are drawn (hypothesis.event reports the split)."""
+    from hypothesis import event
+
+    try:
+        SessionId.parse(text)
+    except ValueError:
+        event("refused")
+    else:
+        event("parsed")
 
 
 @given(st.text(alphabet=HEX, min_size=32, max_size=32))
