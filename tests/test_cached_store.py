@@ -13,7 +13,6 @@ from sessions_app.storage import (
     NotFound,
     SessionId,
     SessionRecord,
-    SessionStore,
     assert_session_store_conformance,
 )
 from sessions_app.storage.cached import TOMBSTONE
@@ -163,7 +162,3 @@ async def test_with_the_cache_down_it_falls_back_to_the_backing_store_and_warns(
         await store.save_many([record])
         assert await store.load_many([record.session_id]) == {record.session_id: record}
     assert any("using the backing store alone" in message for message in caplog.messages)
-
-
-def test_it_is_a_session_store():
-    assert issubclass(CachedSessionStore, SessionStore)

@@ -18,12 +18,19 @@ def check_ids(**kwargs) -> set[str]:
     return {message.id for message in run_checks(**kwargs) if message.id.startswith("sessions_app.")}
 
 
-def test_defaults_apply_when_nothing_is_set(settings):
+@pytest.mark.django_db
+def test_with_nothing_set_the_api_pages_by_100_and_the_store_is_the_default_database(settings, api):
+    from sessions_app.models import ExecutionSession
+
     if hasattr(settings, "SESSIONS_APP"):
         del settings.SESSIONS_APP
-    assert app_settings.PAGE_SIZE == 100
-    assert app_settings.STORE == "sessions_app.storage.DjangoSessionStore"
-    assert isinstance(get_session_store(), DjangoSessionStore)
+    ExecutionSession.objects.bulk_create(
+        ExecutionSession(session_id=SessionId.new(), agent_id=1, started_at_ns=n) for n in range(101)
+    )
+    page = api.get("/api/sessions/").json()
+    assert len(page["results"]) == 100 and page["next"]
+    store = get_session_store()
+    assert type(store) is DjangoSessionStore and store.using == "default"
 
 
 def test_settings_are_read_again_when_they_change(settings):

@@ -46,10 +46,27 @@ async def test_pool_size_caps_connections_and_pool_timeout_bounds_the_wait(setti
     assert pool.open_count == 3
 
 
-def test_cache_alias_and_timeout_are_the_cached_store_defaults(settings):
-    settings.SESSIONS_APP = {"CACHE_ALIAS": "default", "CACHE_TIMEOUT": 42}
-    store = CachedSessionStore(InMemorySessionStore())
-    assert (store.cache_alias, store.timeout) == ("default", 42)
+@pytest.mark.parametrize("cache_timeout", [0, 300])
+async def test_cache_alias_and_timeout_decide_where_and_how_long_records_are_cached(settings, cache_timeout):
+    """CACHE_ALIAS picks the cache that holds records; CACHE_TIMEOUT how long a load may serve one."""
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "records": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "records"},
+    }
+    settings.SESSIONS_APP = {"CACHE_ALIAS": "records", "CACHE_TIMEOUT": cache_timeout}
+    backing = InMemorySessionStore()
+    store = CachedSessionStore(backing)
+    record = SessionRecord(SessionId.new(), 1, 1)
+    await store.save(record)
+    changed = SessionRecord(record.session_id, 2, 2)
+    await backing.save(changed)  # a write that bypasses the cache
+    # Timeout 0: nothing is kept, so the load sees the backing store's value;
+    # 300: the cached value is served.
+    assert await store.load(record.session_id) == (changed if cache_timeout == 0 else record)
+    assert (caches["records"].get(store.key(record.session_id)) is not None) is (cache_timeout > 0)
+    assert caches["default"].get(store.key(record.session_id)) is None
 
 
 @pytest.mark.django_db
