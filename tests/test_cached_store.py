@@ -162,3 +162,80 @@ async def test_with_the_cache_down_it_falls_back_to_the_backing_store_and_warns(
         await store.save_many([record])
         assert await store.load_many([record.session_id]) == {record.session_id: record}
     assert any("using the backing store alone" in message for message in caplog.messages)
+
+
+@pytest.fixture
+def private_redis(tmp_path, settings):
+    """A Redis server of this test's own on a free loopback port, to misconfigure at will."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    from .servers import free_port
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    admin = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            admin.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    admin.acl_setuser("reader", enabled=True, nopass=True, keys=["*"], commands=["+get", "+mget", "+ping"])
+    location = f"redis://127.0.0.1:{port}/0"
+    settings.CACHES = {
+        **settings.CACHES,
+        "private": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": location},
+        "private_readonly": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://reader:any@127.0.0.1:{port}/0",
+        },
+    }
+    yield admin
+    admin.close()
+    process.terminate()
+    process.wait(10)
+
+
+async def test_a_cache_that_refuses_the_tombstone_drops_the_record_instead(private_redis, caplog):
+    """Redis out of memory refuses writes but not deletions: the deleted record must not be served."""
+    store = CachedSessionStore(InMemorySessionStore(), cache_alias="private", timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 1)
+    await store.save(record)
+    assert await store.load(record.session_id) == record  # cached now
+    private_redis.config_set("maxmemory-policy", "noeviction")
+    private_redis.config_set("maxmemory", 1)  # every write is refused from here on
+    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+        await store.delete(record.session_id)
+    assert any("refused tombstones" in message for message in caplog.messages)
+    private_redis.config_set("maxmemory", 0)
+    with pytest.raises(NotFound):
+        await store.load(record.session_id)
+
+
+async def test_a_cache_that_refuses_tombstone_and_deletion_is_logged_at_error_with_the_id(
+    private_redis, caplog
+):
+    """The one case the README names: the old record may be served until the timeout; an operator is told."""
+    writer = CachedSessionStore(InMemorySessionStore(), cache_alias="private", timeout=60)
+    record = SessionRecord(SessionId.new(), 1, 1)
+    await writer.save(record)
+    readonly = CachedSessionStore(writer.backing_store, cache_alias="private_readonly", timeout=60)
+    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+        await readonly.delete(record.session_id)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and str(record.session_id) in errors[0] and "60" in errors[0]
+    assert await readonly.load(record.session_id) == record  # served from the cache, as documented

@@ -41,7 +41,11 @@ class CachedSessionStore(SessionStore):
     The backing store is the source of truth. If the cache fails, each call
     logs a warning and goes to the backing store alone; writes made while
     the cache is down are not in it when it returns, so keep ``timeout``
-    short if the cache can lose contact and keep its data.
+    short if the cache can lose contact and keep its data. A delete whose
+    tombstone the cache refuses (Redis out of memory refuses writes but not
+    deletions) removes the cached record instead; only when the cache takes
+    neither, it may serve the deleted record until ``timeout``, and the
+    store logs an ERROR naming the session.
 
     Writes that bypass this store (the REST API, the admin) do not reach the
     cache; ``timeout`` bounds how long a load may serve the older value.
@@ -94,7 +98,7 @@ class CachedSessionStore(SessionStore):
     async def delete(self, session_id: SessionId) -> None:
         session_id = SessionId(session_id)
         await self.backing_store.delete(session_id)
-        await self._quietly(self.cache.aset, self.key(session_id), TOMBSTONE, self.timeout)
+        await self._forget([session_id])
 
     # -- batches -----------------------------------------------------------
 
@@ -128,7 +132,7 @@ class CachedSessionStore(SessionStore):
     async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
         doomed = [SessionId(sid) for sid in session_ids]
         await self.backing_store.delete_many(doomed)
-        await self._quietly(self.cache.aset_many, {self.key(sid): TOMBSTONE for sid in doomed}, self.timeout)
+        await self._forget(doomed)
 
     async def aclose(self) -> None:
         """Close the backing store's connections and the cache's client for this loop."""
@@ -138,6 +142,25 @@ class CachedSessionStore(SessionStore):
             await self._quietly(self.cache.aclose)
 
     # -- plumbing ----------------------------------------------------------
+
+    async def _forget(self, session_ids: list[SessionId]) -> None:
+        """Tombstone deleted ids; failing that, drop their cached records; failing that, say so."""
+        keys = [self.key(sid) for sid in session_ids]
+        try:
+            failed = await self.cache.aset_many(dict.fromkeys(keys, TOMBSTONE), self.timeout)
+        except Exception as exc:
+            logger.warning("cache %r refused tombstones (%s: %s)", self.cache_alias, type(exc).__name__, exc)
+            failed = keys
+        if not failed:
+            return
+        try:
+            await self.cache.adelete_many(failed)
+        except Exception as exc:
+            shown = ", ".join(str(sid) for sid in session_ids if self.key(sid) in failed)
+            logger.error(
+                "cache %r refused to forget deleted sessions %s (%s: %s); it may serve them for up to %ss",
+                self.cache_alias, shown, type(exc).__name__, exc, self.timeout,
+            )  # fmt: skip
 
     async def _quietly(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T | None:
         """Run a cache call; on failure log a warning and carry on without the cache."""
