@@ -83,40 +83,56 @@ async def test_missing_table_is_a_backend_error():
     assert caught.value.__cause__ is not None
 
 
+def plant_undecodable_row(sid: SessionId) -> None:
+    """Store a row for ``sid`` whose agent id is out of the contract's range, around every guard.
+
+    Each database's own way past its CHECK constraint: SQLite's
+    ignore_check_constraints, MariaDB's check_constraint_checks, and on
+    PostgreSQL dropping the constraints and adding them back NOT VALID
+    (kept for new rows, not checked against this one).
+    """
+    table = "sessions_app_executionsession"
+    insert = f"INSERT INTO {table} (session_id, agent_id, started_at_ns) VALUES (%s, %s, %s)"
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA ignore_check_constraints = ON")
+            cursor.execute(insert, [sid.as_bytes(), -7, 0])
+            cursor.execute("PRAGMA ignore_check_constraints = OFF")
+        elif connection.vendor == "mysql":
+            cursor.execute("SET SESSION check_constraint_checks = 0")
+            cursor.execute(insert, [sid.as_bytes(), 2**63, 0])  # the unsigned column holds it
+            cursor.execute("SET SESSION check_constraint_checks = 1")
+        else:
+            cursor.execute(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'c'",
+                [table],
+            )
+            checks = cursor.fetchall()
+            for name, _ in checks:
+                cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            cursor.execute(insert, [sid.as_bytes(), -7, 0])
+            for name, definition in checks:
+                cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition} NOT VALID')
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_row_that_does_not_decode_is_a_serialization_error():
-    if connection.vendor != "sqlite":
-        pytest.skip("only SQLite lets a test bypass the agent_id CHECK constraint to plant a bad row")
     from asgiref.sync import sync_to_async
 
     sid = SessionId.new()
-
-    def plant() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA ignore_check_constraints = ON")
-            cursor.execute(
-                "INSERT INTO sessions_app_executionsession VALUES (%s, %s, %s)", [sid.as_bytes(), -7, 0]
-            )
-            cursor.execute("PRAGMA ignore_check_constraints = OFF")
-
-    await sync_to_async(plant)()
-    with pytest.raises(SerializationError, match="agent_id"):
-        await DjangoSessionStore().load(sid)
-    with pytest.raises(SerializationError):
-        await DjangoSessionStore().load_many([sid])
+    await sync_to_async(plant_undecodable_row)(sid)
+    for store in (DjangoSessionStore(), DjangoSessionStore(native_async=False)):
+        with pytest.raises(SerializationError, match="agent_id"):
+            await store.load(sid)
+        with pytest.raises(SerializationError):
+            await store.load_many([sid])
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_api_answers_an_undecodable_row_with_a_json_500_and_logs_the_id(api, caplog):
-    if connection.vendor != "sqlite":
-        pytest.skip("only SQLite lets a test bypass the agent_id CHECK constraint to plant a bad row")
     sid = SessionId.new()
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA ignore_check_constraints = ON")
-        cursor.execute(
-            "INSERT INTO sessions_app_executionsession VALUES (%s, %s, %s)", [sid.as_bytes(), -7, 0]
-        )
-        cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    plant_undecodable_row(sid)
     api.raise_request_exception = False
     with caplog.at_level("ERROR", logger="sessions_app.api"):
         response = api.get(f"/api/sessions/{sid}/")
@@ -153,3 +169,74 @@ def test_only_deadlocks_and_serialization_failures_are_retried(cause, transient)
     wrapped = OperationalError(str(cause))
     wrapped.__cause__ = cause
     assert is_transient(wrapped) is transient
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("failures", "cause", "inside_atomic", "attempts", "succeeds"),
+    [
+        (2, _DriverError(sqlstate="40P01"), False, 3, True),  # two deadlocks, then through
+        (2, _DriverError(1213, "Deadlock found"), False, 3, True),  # MySQL's code
+        (5, _DriverError(sqlstate="40001"), False, 3, False),  # gives up after three attempts
+        (1, _DriverError("connection refused"), False, 1, False),  # not transient: no retry
+        (1, _DriverError(sqlstate="40P01"), True, 1, False),  # the caller's transaction died with it
+    ],
+)
+def test_the_sync_store_retries_deadlock_victims_a_bounded_number_of_times(
+    failures, cause, inside_atomic, attempts, succeeds
+):
+    from django.db import OperationalError, transaction
+
+    from sessions_app.storage.db.portable import CursorRunner
+
+    tried = []
+
+    def work(cursor):
+        tried.append(1)
+        cursor.execute("SELECT 1")
+        if len(tried) <= failures:
+            error = OperationalError(str(cause))
+            error.__cause__ = cause
+            raise error
+        return "done"
+
+    runner = CursorRunner("default")
+    if inside_atomic:
+        with transaction.atomic(), pytest.raises(BackendError):
+            runner.run(work)
+    elif succeeds:
+        assert runner.run(work) == "done"
+    else:
+        with pytest.raises(BackendError) as caught:
+            runner.run(work)
+        assert caught.value.__cause__.__cause__ is cause
+    assert len(tried) == attempts
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_native_postgresql_path_retries_a_deadlock_victim():
+    if connection.vendor != "postgresql":
+        pytest.skip("the PostgreSQL path")
+    import psycopg
+
+    store = DjangoSessionStore()
+    tried = []
+
+    async def work(conn):
+        tried.append(1)
+        await conn.execute("SELECT 1")
+        if len(tried) < 3:
+            raise psycopg.errors.DeadlockDetected("injected deadlock")
+        return "done"
+
+    assert await store.path.run(work) == "done"
+    assert len(tried) == 3
+    tried.clear()
+
+    async def always(conn):
+        tried.append(1)
+        raise psycopg.errors.DeadlockDetected("injected deadlock")
+
+    with pytest.raises(BackendError, match="injected deadlock"):
+        await store.path.run(always)
+    assert len(tried) == 3

@@ -1,0 +1,82 @@
+"""The PostgreSQL path's pool: waiting, timeouts and cancellation, on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from django.db import connection
+
+from sessions_app.storage import BackendError, DjangoSessionStore, SessionId, SessionRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def one_connection_store(settings) -> DjangoSessionStore:
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool exists on PostgreSQL only")
+    settings.SESSIONS_APP = {"POOL_SIZE": 1, "POOL_TIMEOUT": 5}
+    store = DjangoSessionStore()
+    assert store.path_name == "PostgresPath"
+    return store
+
+
+def sleep_for(seconds: float) -> tuple[str, tuple[float]]:
+    return ("SELECT pg_sleep(%s)", (seconds,))
+
+
+async def test_a_caller_waits_for_the_busy_connection_and_then_gets_it(one_connection_store):
+    store = one_connection_store
+    started = time.monotonic()
+    await asyncio.gather(store.path.execute(sleep_for(0.3)), store.path.execute(sleep_for(0.3)))
+    assert time.monotonic() - started >= 0.6  # one after the other, on the one connection
+    pool = store.path.pool_for_running_loop()
+    assert (pool.open_count, pool.in_use) == (1, 0)
+
+
+async def test_a_waiter_cancelled_while_waiting_takes_nothing_with_it(one_connection_store):
+    store = one_connection_store
+    holder = asyncio.create_task(store.path.execute(sleep_for(0.4)))
+    await asyncio.sleep(0.1)
+    waiter = asyncio.create_task(store.load(SessionId.new()))
+    await asyncio.sleep(0.1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await holder
+    pool = store.path.pool_for_running_loop()
+    assert (pool.open_count, pool.in_use) == (1, 0)
+    record = SessionRecord(SessionId.new(), 1, 1)
+    await asyncio.wait_for(store.save(record), 2)  # the connection came back to the pool
+    assert await store.load(record.session_id) == record
+
+
+async def test_a_call_cancelled_mid_query_leaves_a_usable_pool(one_connection_store):
+    store = one_connection_store
+    running = asyncio.create_task(store.path.execute(sleep_for(30)))
+    await asyncio.sleep(0.3)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    pool = store.path.pool_for_running_loop()
+    assert pool.in_use == 0
+    started = time.monotonic()
+    record = SessionRecord(SessionId.new(), 2, 2)
+    await store.save(record)  # not stuck behind the cancelled 30 s query
+    assert await store.load(record.session_id) == record
+    assert time.monotonic() - started < 5
+
+
+async def test_waiting_longer_than_pool_timeout_is_a_backend_error_and_the_pool_recovers(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool exists on PostgreSQL only")
+    settings.SESSIONS_APP = {"POOL_SIZE": 1, "POOL_TIMEOUT": 0.3}
+    store = DjangoSessionStore()
+    holder = asyncio.create_task(store.path.execute(sleep_for(1)))
+    await asyncio.sleep(0.1)
+    with pytest.raises(BackendError, match=r"stayed busy for 0\.3s"):
+        await store.load(SessionId.new())
+    await holder
+    assert await store.load_many([SessionId.new()]) == {}
