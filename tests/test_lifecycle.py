@@ -260,11 +260,15 @@ def open_files_named(name: str) -> int:
 async def test_aclose_closes_the_sqlite_threads_connection_and_the_store_reopens(tagged_alias, tmp_path):
     if connection.vendor != "sqlite":
         pytest.skip("the SQLite path")
-    import shutil
+    import sqlite3
 
-    # A copy of the test database that nothing else in the process opens.
+    # A copy of the test database that nothing else in the process opens
+    # (SQLite's backup API: a plain file copy would miss what is in the WAL).
     name = str(tmp_path / "own.sqlite3")
-    shutil.copy(connections.settings[tagged_alias]["NAME"], name)
+    source, copy = sqlite3.connect(connections.settings[tagged_alias]["NAME"]), sqlite3.connect(name)
+    source.backup(copy)
+    source.close()
+    copy.close()
     connections.settings[tagged_alias]["NAME"] = name
     store = DjangoSessionStore(tagged_alias)
     record = SessionRecord(SessionId.new(), 3, 3)
