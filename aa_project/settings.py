@@ -155,6 +155,9 @@ STORAGES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The app's settings (sessions_app/conf.py has every key); the bulk limit from the environment.
+SESSIONS_APP = {"MAX_BULK": int(os.environ.get("SESSIONS_MAX_BULK", "10000"))}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call then gets 401 with a

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_CACHE_ALIAS": "default",
     # GET /api/health/: seconds each check (database, cache) may take.
     "HEALTH_TIMEOUT": 3.0,
+    # REST API: the most records (or ids) one bulk call may carry.
+    "MAX_BULK": 10_000,
     # REST API: page size of the list, and the DRF policy classes by dotted path.
     "PAGE_SIZE": 100,
     "MAX_PAGE_SIZE": 1000,

@@ -17,8 +17,15 @@ from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, status, viewsets
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +35,8 @@ from ..models import ExecutionSession
 from ..storage.db import SyncDjangoSessionStore, backend_errors
 from ..storage.errors import BackendError, ConflictError, NotFound, SerializationError
 from ..storage.types import SessionId
+from .bulk import ids_from, record_json, records_from
+from .fields import SessionIdField
 from .filters import ExecutionSessionFilter
 from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
@@ -69,6 +78,35 @@ _ALWAYS = {
     429: OpenApiResponse(description="Throttled; see the Retry-After header."),
     503: OpenApiResponse(description="The session database is unavailable; retry later."),
 }
+
+
+class BulkSaveBody(serializers.Serializer):  # type: ignore[type-arg]
+    sessions = ExecutionSessionSerializer(many=True)
+
+
+class BulkIdsBody(serializers.Serializer):  # type: ignore[type-arg]
+    session_ids = serializers.ListField(child=SessionIdField())
+
+
+class BulkSaved(serializers.Serializer):  # type: ignore[type-arg]
+    saved = serializers.IntegerField(
+        help_text="Distinct ids saved (a repeated id counts once: the last wins)."
+    )
+
+
+class BulkLoaded(serializers.Serializer):  # type: ignore[type-arg]
+    sessions = ExecutionSessionSerializer(many=True)
+
+
+class BulkDeleted(serializers.Serializer):  # type: ignore[type-arg]
+    deleted = serializers.IntegerField(help_text="How many of the ids existed.")
+
+
+_EXAMPLE_ID = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0"
+_BULK_400 = OpenApiResponse(
+    description="Not a list, more than SESSIONS_APP['MAX_BULK'] items, or bad items: "
+    '{"sessions": {"<index>": {"<field>": ["..."]}}}; nothing is written.'
+)
 
 
 @extend_schema_view(
@@ -119,7 +157,7 @@ _ALWAYS = {
     ),
 )
 class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
-    """List, load, create, save, change and delete execution sessions."""
+    """List, load, create, save, change and delete execution sessions, one or many at a time."""
 
     queryset = ExecutionSession.objects.all()
     serializer_class = ExecutionSessionSerializer
@@ -249,6 +287,58 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         self.store.delete(session_id)
         self._log_write("deleted", session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # -- bulk ----------------------------------------------------------------
+
+    @extend_schema(
+        summary="Save many sessions in one transaction, all or nothing (as PUT, for each)",
+        request=BulkSaveBody,
+        responses={200: BulkSaved, 400: _BULK_400, **_ALWAYS},
+        examples=[
+            OpenApiExample(
+                "two sessions",
+                request_only=True,
+                value={
+                    "sessions": [
+                        {"session_id": _EXAMPLE_ID, "agent_id": 42, "started_at_ns": "1764067200123456789"},
+                        {"session_id": "0f1e2d3c4b5a49788695a4b3c2d1e0f1", "agent_id": 7, "started_at_ns": 1},
+                    ]
+                },
+            )
+        ],
+    )
+    @action(detail=False, methods=["post"], url_path="bulk-save")
+    def bulk_save(self, request: Request) -> Response:
+        records = records_from(request.data, app_settings.MAX_BULK)
+        saved = self.store.save_many(records)
+        if saved:
+            self._log_write(f"saved in bulk with {saved - 1} others", records[-1].session_id)
+        return Response({"saved": saved})
+
+    @extend_schema(
+        summary="Load many sessions; absent ids are left out",
+        request=BulkIdsBody,
+        responses={200: BulkLoaded, 400: _BULK_400, **_ALWAYS},
+        examples=[OpenApiExample("one id", request_only=True, value={"session_ids": [_EXAMPLE_ID]})],
+    )
+    @action(detail=False, methods=["post"], url_path="bulk-load")
+    def bulk_load(self, request: Request) -> Response:
+        found = self.store.load_many(ids_from(request.data, app_settings.MAX_BULK))
+        return Response({"sessions": [record_json(record) for record in found.values()]})
+
+    @extend_schema(
+        summary="Delete many sessions in one transaction; absent ids are fine",
+        request=BulkIdsBody,
+        responses={200: BulkDeleted, 400: _BULK_400, **_ALWAYS},
+        examples=[OpenApiExample("one id", request_only=True, value={"session_ids": [_EXAMPLE_ID]})],
+    )
+    @action(detail=False, methods=["post"], url_path="bulk-delete")
+    def bulk_delete(self, request: Request) -> Response:
+        ids = ids_from(request.data, app_settings.MAX_BULK)
+        deleted = self.store.delete_many(ids)
+        if ids:
+            self._log_write(f"deleted in bulk ({deleted} of {len(ids)} existed)", ids[0])
+        return Response({"deleted": deleted})
 
     # -- helpers -------------------------------------------------------------
 

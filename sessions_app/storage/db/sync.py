@@ -109,11 +109,15 @@ class SyncDjangoSessionStore:
         return self.runner.run(upsert, atomic=True)
 
     @timed("save_many")
-    def save_many(self, records: Iterable[SessionRecord]) -> None:
-        """Save every record, all in one transaction; with repeated ids the last one wins."""
+    def save_many(self, records: Iterable[SessionRecord]) -> int:
+        """Save every record, all in one transaction; with repeated ids the last one wins.
+
+        Returns how many distinct ids were saved.
+        """
         unique = dedupe_last_wins(check_record(record) for record in records)
         if unique:
             self.runner.in_transaction(self.sql.save_batches(unique))
+        return len(unique)
 
     @timed("load_many")
     def load_many(self, session_ids: Iterable[bytes]) -> dict[SessionId, SessionRecord]:
@@ -122,11 +126,10 @@ class SyncDjangoSessionStore:
         return records_by_id(self.runner.fetchall(self.sql.load_batches(wanted))) if wanted else {}
 
     @timed("delete_many")
-    def delete_many(self, session_ids: Iterable[bytes]) -> None:
-        """Delete every listed id, in one transaction."""
+    def delete_many(self, session_ids: Iterable[bytes]) -> int:
+        """Delete every listed id, in one transaction; returns how many existed."""
         doomed = unique_ids(session_ids)
-        if doomed:
-            self.runner.in_transaction(self.sql.delete_batches(doomed))
+        return self.runner.in_transaction(self.sql.delete_batches(doomed)) if doomed else 0
 
     def count_before(self, cutoff_ns: int) -> int:
         """How many sessions started before ``cutoff_ns``."""
