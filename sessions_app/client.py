@@ -111,16 +111,7 @@ class HttpSessionStore(SessionStore):
     async def save_many(self, records: Iterable[SessionRecord]) -> None:
         checked = list({check_record(r).session_id: r for r in records}.values())  # the last one wins
         for chunk in _chunks(checked, self.bulk_limit):
-            body = {
-                "sessions": [
-                    {
-                        "session_id": str(r.session_id),
-                        "agent_id": r.agent_id,
-                        "started_at_ns": str(r.started_at_ns),
-                    }
-                    for r in chunk
-                ]
-            }
+            body = {"sessions": [_record_json(record) for record in chunk]}
             await self._call("POST", "bulk-save/", body, expect=(200,))
 
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
@@ -224,6 +215,14 @@ def _record(item: object, expected_id: SessionId | None = None) -> SessionRecord
     if expected_id is not None and record.session_id != expected_id:
         raise SerializationError(f"asked for session {expected_id}, the API answered {record.session_id}")
     return record
+
+
+def _record_json(record: SessionRecord) -> dict[str, object]:
+    return {
+        "session_id": str(record.session_id),
+        "agent_id": record.agent_id,
+        "started_at_ns": str(record.started_at_ns),
+    }
 
 
 def _as_int(value: object) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -19,8 +19,16 @@ def ns_to_iso8601(started_at_ns: int) -> str:
     later time than the nanoseconds say). 2**64-1 ns is in the year 2554.
     """
     seconds, nanoseconds = divmod(started_at_ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=nanoseconds // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    t = time.gmtime(seconds)  # a third of what datetime.strftime costs; bulk loads write thousands
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - the fastest formatting here
+        t.tm_year,
+        t.tm_mon,
+        t.tm_mday,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+        nanoseconds // 1000,
+    )
 
 
 class ExecutionSessionSerializer(serializers.Serializer):  # type: ignore[type-arg]

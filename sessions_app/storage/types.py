@@ -107,18 +107,22 @@ class SessionId(bytes):
         """
         if not isinstance(text, str):
             raise TypeError(f"session_id text must be a str, got {type(text).__name__}")
-        if len(text) == 32:
-            candidate = text
-        elif len(text) == 36 and all(text[i] == "-" for i in (8, 13, 18, 23)):
-            candidate = text.replace("-", "")
+        if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+            candidate = text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:]
         else:
-            candidate = ""
-        if len(candidate) != 32 or not all(c in _HEX_DIGITS for c in candidate):
+            candidate = text if len(text) == 32 else ""
+        try:
+            # fromhex takes exactly the hex digits, in either case; the
+            # whitespace it would skip leaves fewer than 16 bytes.
+            raw = bytes.fromhex(candidate)
+        except ValueError:
+            raw = b""
+        if len(raw) != SESSION_ID_LENGTH:
             raise ValueError(
                 "session_id must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) "
                 f"or 32 hex digits, got {text[:64]!r}"
             )
-        return cls(bytes.fromhex(candidate))
+        return bytes.__new__(cls, raw)  # raw is exactly 16 bytes: no need to check again
 
     @classmethod
     def new(cls) -> SessionId:
@@ -139,16 +143,14 @@ class SessionId(bytes):
         return self.hex()
 
     def __str__(self) -> str:
-        return str(self.uuid)
+        digits = self.hex()  # as str(uuid.UUID(bytes=self)), without building the UUID
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
     def __repr__(self) -> str:
         return f"SessionId('{self}')"
 
     def __reduce__(self) -> tuple[type[SessionId], tuple[bytes]]:
         return (SessionId, (bytes(self),))
-
-
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +174,13 @@ class SessionRecord:
     def __post_init__(self) -> None:
         if type(self.session_id) is not SessionId:
             object.__setattr__(self, "session_id", SessionId(self.session_id))
-        check_int_range("agent_id", self.agent_id, AGENT_ID_MAX)
-        check_int_range("started_at_ns", self.started_at_ns, STARTED_AT_NS_MAX)
+        # The common case inline (records are made by the thousand in batch
+        # calls); anything else gets check_int_range's exact error.
+        agent, start = self.agent_id, self.started_at_ns
+        if type(agent) is not int or not 0 <= agent <= AGENT_ID_MAX:
+            check_int_range("agent_id", agent, AGENT_ID_MAX)
+        if type(start) is not int or not 0 <= start <= STARTED_AT_NS_MAX:
+            check_int_range("started_at_ns", start, STARTED_AT_NS_MAX)
 
 
 def parse_session_id(value: object) -> SessionId:
