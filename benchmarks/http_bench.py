@@ -1,10 +1,11 @@
 """The HTTP API under uvicorn, loaded by wrk from a second process.
 
 Measures requests/s and p50/p99 latency at 32 connections for
-``GET /api/sessions/{id}/`` and ``PUT /api/sessions/{id}/``, and for the
-baseline: a bare async Django view returning the same record as JSON
-(``benchmarks/urls.py``), served by the same server in the same run. Every
-load is bounded by wrk's ``--duration``; only 127.0.0.1 is targeted.
+``GET``, ``PUT`` and ``DELETE /api/sessions/{id}/``, and for the baseline: a
+bare async Django view returning the same record as JSON
+(``benchmarks/urls.py``), served by the same server in the same run; once
+with one uvicorn worker and once with two. Every load is bounded by wrk's
+``--duration``; only 127.0.0.1 is targeted.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, token: str, seconds: int, body: str | None = None) -> dict[str, float]:
+def wrk(url: str, token: str, seconds: int, body: str | None = None, method: str = "PUT") -> dict[str, float]:
     args = [
         "wrk",
         "-t2",
@@ -86,9 +87,9 @@ def wrk(url: str, token: str, seconds: int, body: str | None = None) -> dict[str
     ]
     with tempfile.TemporaryDirectory() as scratch:
         if body is not None:
-            script = Path(scratch) / "put.lua"
+            script = Path(scratch) / "request.lua"
             script.write_text(
-                'wrk.method = "PUT"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f'wrk.method = "{method}"\nwrk.headers["Content-Type"] = "application/json"\n'
                 f"wrk.body = {json.dumps(body)}\n"
             )
             args += ["-s", str(script)]
@@ -101,6 +102,42 @@ def wrk(url: str, token: str, seconds: int, body: str | None = None) -> dict[str
         "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
         "non_2xx": int(errors.group(1)) if errors else 0,
     }
+
+
+def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repetitions: int) -> list[dict]:
+    """Start uvicorn with ``workers`` processes and load each target; one row per target."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning", "--workers", str(workers)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    suffix = "" if workers == 1 else f" ({workers} workers)"
+    rows = []
+    try:
+        wait_until_up(port)
+        base = f"http://127.0.0.1:{port}"
+        body = json.dumps({"agent_id": 7, "started_at_ns": "18446744073709551615"})
+        targets = {
+            "bare async view GET": (f"{base}/bare/sessions/{sid}/", None, "GET"),
+            "API GET /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", None, "GET"),
+            "API PUT /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", body, "PUT"),
+            # Deleting the same absent id again and again: each is a real DELETE statement, and a 204.
+            "API DELETE /api/sessions/{id}/": (f"{base}/api/sessions/{SessionId.new()}/", "", "DELETE"),
+        }
+        for name, (url, request_body, method) in targets.items():
+            wrk(url, token, 1, request_body, method)  # warm-up: connections, prepared statements
+            runs = [wrk(url, token, seconds, request_body, method) for _ in range(repetitions)]
+            median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            median["non_2xx"] = sum(run["non_2xx"] for run in runs)
+            rows.append({"row": name + suffix, **median})
+            print(f"  {name + suffix:44} {median['requests_per_s']:8.0f} req/s  p50 {median['p50_ms']:.2f} ms"
+                  f"  p99 {median['p99_ms']:.2f} ms  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return rows
 
 
 def main() -> None:
@@ -120,34 +157,9 @@ def main() -> None:
         + f"; AUTH_CACHE_TIMEOUT={app_settings.AUTH_CACHE_TIMEOUT}",
         flush=True,
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    try:
-        wait_until_up(port)
-        base = f"http://127.0.0.1:{port}"
-        body = json.dumps({"agent_id": 7, "started_at_ns": "18446744073709551615"})
-        targets = {
-            "bare async view GET": (f"{base}/bare/sessions/{sid}/", None),
-            "API GET /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", None),
-            "API PUT /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", body),
-        }
-        rows = []
-        for name, (url, put_body) in targets.items():
-            wrk(url, token, 1, put_body)  # warm-up: connections, prepared statements
-            runs = [wrk(url, token, args.seconds, put_body) for _ in range(args.repetitions)]
-            median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-            median["non_2xx"] = sum(run["non_2xx"] for run in runs)
-            rows.append({"row": name, **median})
-            print(f"  {name:32} {median['requests_per_s']:8.0f} req/s  p50 {median['p50_ms']:.2f} ms"
-                  f"  p99 {median['p99_ms']:.2f} ms  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    rows = []
+    for workers in (1, 2):
+        rows += serve_and_load(token, sid, workers, args.seconds, args.repetitions)
     print("RESULT " + json.dumps({"connections": CONNECTIONS, "rows": rows}))
 
 
