@@ -21,6 +21,9 @@ OPERATIONS = [
     ("PUT", "/api/sessions/{session_id}/"),
     ("PATCH", "/api/sessions/{session_id}/"),
     ("DELETE", "/api/sessions/{session_id}/"),
+    ("POST", "/api/sessions/bulk-save/"),
+    ("POST", "/api/sessions/bulk-load/"),
+    ("POST", "/api/sessions/bulk-delete/"),
 ]
 
 

@@ -80,8 +80,14 @@ _ALWAYS = {
 }
 
 
+class BulkSessionSerializer(ExecutionSessionSerializer):
+    """One record of a bulk save: the same fields, the id required (a save names its session)."""
+
+    session_id = SessionIdField()
+
+
 class BulkSaveBody(serializers.Serializer):  # type: ignore[type-arg]
-    sessions = ExecutionSessionSerializer(many=True)
+    sessions = BulkSessionSerializer(many=True)
 
 
 class BulkIdsBody(serializers.Serializer):  # type: ignore[type-arg]
@@ -307,7 +313,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             )
         ],
     )
-    @action(detail=False, methods=["post"], url_path="bulk-save")
+    @action(detail=False, methods=["post"], url_path="bulk-save", parser_classes=[SafeJSONParser])
     def bulk_save(self, request: Request) -> Response:
         records = records_from(request.data, app_settings.MAX_BULK)
         saved = self.store.save_many(records)
@@ -321,7 +327,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         responses={200: BulkLoaded, 400: _BULK_400, **_ALWAYS},
         examples=[OpenApiExample("one id", request_only=True, value={"session_ids": [_EXAMPLE_ID]})],
     )
-    @action(detail=False, methods=["post"], url_path="bulk-load")
+    @action(detail=False, methods=["post"], url_path="bulk-load", parser_classes=[SafeJSONParser])
     def bulk_load(self, request: Request) -> Response:
         found = self.store.load_many(ids_from(request.data, app_settings.MAX_BULK))
         return Response({"sessions": [record_json(record) for record in found.values()]})
@@ -332,7 +338,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         responses={200: BulkDeleted, 400: _BULK_400, **_ALWAYS},
         examples=[OpenApiExample("one id", request_only=True, value={"session_ids": [_EXAMPLE_ID]})],
     )
-    @action(detail=False, methods=["post"], url_path="bulk-delete")
+    @action(detail=False, methods=["post"], url_path="bulk-delete", parser_classes=[SafeJSONParser])
     def bulk_delete(self, request: Request) -> Response:
         ids = ids_from(request.data, app_settings.MAX_BULK)
         deleted = self.store.delete_many(ids)
