@@ -11,6 +11,7 @@ class SessionsAppConfig(AppConfig):
         from django.apps import apps
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .api import schema  # noqa: F401  (registers the OpenAPI field extensions)
 
         if apps.is_installed("django.contrib.auth"):
             from .api import auth_cache

@@ -94,7 +94,7 @@ class HttpSessionStore(SessionStore):
 
     async def save(self, record: SessionRecord) -> None:
         record = check_record(record)
-        body = {"agent_id": record.agent_id, "started_at_ns": str(record.started_at_ns)}
+        body = {"agent_id": str(record.agent_id), "started_at_ns": str(record.started_at_ns)}
         await self._call("PUT", f"{record.session_id}/", body, expect=(200, 201))
 
     async def load(self, session_id: SessionId) -> SessionRecord:
@@ -220,7 +220,7 @@ def _record(item: object, expected_id: SessionId | None = None) -> SessionRecord
 def _record_json(record: SessionRecord) -> dict[str, object]:
     return {
         "session_id": str(record.session_id),
-        "agent_id": record.agent_id,
+        "agent_id": str(record.agent_id),
         "started_at_ns": str(record.started_at_ns),
     }
 

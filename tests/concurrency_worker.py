@@ -72,7 +72,7 @@ async def run_http(args, ids):
             if response.status_code != 200:
                 return None
             body = response.json()
-            return [body["agent_id"], int(body["started_at_ns"])]
+            return [int(body["agent_id"]), int(body["started_at_ns"])]
 
         async def delete(sid_hex):
             check(await client.delete(f"/api/sessions/{sid_hex}/"), {204})

@@ -30,13 +30,21 @@ def put(api, target, agent_id=42, started_at_ns="1764067200123456789", **extra):
 # -- representation ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("agent_id", [2**53 + 1, 2**63 - 1])
+def test_agent_ids_past_2_53_round_trip_exactly_as_strings_or_integers(api, agent_id):
+    for sent in (agent_id, str(agent_id)):
+        assert put(api, SID, agent_id=sent).status_code in (200, 201)
+        assert api.get(url(SID)).json()["agent_id"] == str(agent_id)
+        assert stored(SID)[0] == agent_id
+
+
 def test_a_record_reads_as_documented(api):
     put(api, SID)
     response = api.get(url(SID))
     assert response.status_code == 200
     assert response.json() == {
         "session_id": "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0",
-        "agent_id": 42,
+        "agent_id": "42",  # a decimal string, as started_at_ns: JavaScript rounds big JSON numbers
         "started_at_ns": "1764067200123456789",
         "started_at": "2025-11-25T10:40:00.123456Z",
     }
@@ -142,7 +150,7 @@ def test_put_creates_then_replaces(api):
     assert first.status_code == 201
     second = put(api, SID.hex(), agent_id=2, started_at_ns=str(2**64 - 1))
     assert second.status_code == 200
-    assert second.json()["agent_id"] == 2
+    assert second.json()["agent_id"] == "2"
     assert stored(SID) == (2, 2**64 - 1)
     assert ExecutionSession.objects.count() == 1
 
@@ -176,7 +184,7 @@ def test_patch_changes_only_the_given_field(api):
     assert response.status_code == 200
     assert response.json()["started_at_ns"] == str(2**64 - 1)
     assert stored(SID) == (1, 2**64 - 1)
-    assert api.patch(url(SID.hex()), {"agent_id": 9}, format="json").json()["agent_id"] == 9
+    assert api.patch(url(SID.hex()), {"agent_id": 9}, format="json").json()["agent_id"] == "9"
     assert stored(SID) == (9, 2**64 - 1)
 
 
@@ -241,7 +249,7 @@ def test_list_is_newest_first(api):
 def test_list_filters_by_agent_and_start_bounds(api):
     seed(30)
     by_agent = api.get(url(), {"agent_id": 1}).json()["results"]
-    assert {item["agent_id"] for item in by_agent} == {1}
+    assert {item["agent_id"] for item in by_agent} == {"1"}
     assert len(by_agent) == 10
     window = api.get(url(), {"started_after_ns": 50, "started_before_ns": 100}).json()["results"]
     assert sorted(int(item["started_at_ns"]) for item in window) == [60, 70, 80, 90]

@@ -69,7 +69,8 @@ def test_answer_is_4xx_and_nothing_is_written(api, method, path, body, content_t
         ("/api/sessions/?agent_id=%00", 400),  # not an integer: the filter names it
         ("/api/sessions/?started_after_ns=" + "9" * 5000, 400),  # out of range
         ("/api/sessions/?cursor=garbage", 404),  # DRF's answer to a cursor it never gave out
-        ("/api/sessions/?page_size=-5", 200),  # DRF falls back to the default page size
+        ("/api/sessions/?page_size=-5", 400),  # not a page size: refused, as the schema says
+        ("/api/sessions/?page_size=null", 400),
         ("/api/sessions/?page_size=99999999999999999999999", 200),  # capped at MAX_PAGE_SIZE
     ],
 )
@@ -78,4 +79,4 @@ def test_odd_urls_get_the_documented_answer_as_json(api, path, status):
     assert response.status_code == status, (response.status_code, response.content[:300])
     assert response["Content-Type"].startswith("application/json")
     if status == 400:
-        assert set(response.json()) & {"agent_id", "started_after_ns"}  # names the field
+        assert set(response.json()) & {"agent_id", "started_after_ns", "page_size"}  # names the field

@@ -278,7 +278,7 @@ def test_bulk_save_with_a_repeated_id_keeps_the_last_and_bulk_load_leaves_out_ab
     absent = str(SessionId.new())
     loaded = post(server, token, "bulk-load/", {"session_ids": [first["session_id"], absent]}).json()
     assert [(s["session_id"], s["agent_id"], s["started_at_ns"]) for s in loaded["sessions"]] == [
-        (first["session_id"], 2, "18446744073709551615")
+        (first["session_id"], "2", "18446744073709551615")
     ]
     deleted = post(server, token, "bulk-delete/", {"session_ids": [first["session_id"], absent]})
     assert deleted.json() == {"deleted": 1}

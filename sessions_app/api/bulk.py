@@ -117,7 +117,7 @@ def record_json(record: SessionRecord) -> dict[str, object]:
     """One record as the API writes it, without a serializer."""
     return {
         "session_id": str(record.session_id),
-        "agent_id": record.agent_id,
+        "agent_id": str(record.agent_id),
         "started_at_ns": str(record.started_at_ns),
         "started_at": ns_to_iso8601(record.started_at_ns),
     }

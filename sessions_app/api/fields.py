@@ -14,8 +14,9 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils import html
 
-from ..storage.types import STARTED_AT_NS_MAX, SessionId, check_int_range, parse_session_id
+from ..storage.types import SessionId, check_int_range, parse_session_id
 
 _DECIMAL_DIGITS = re.compile(r"[0-9]{1,20}")
 
@@ -41,11 +42,20 @@ def decimal_at_most(maximum: int) -> str:
 
 @extend_schema_field(OpenApiTypes.UUID)
 class SessionIdField(serializers.Field):  # type: ignore[type-arg]
-    """A session id as canonical UUID text; input also takes 32 hex digits."""
+    """A session id as canonical UUID text; input also takes 32 hex digits.
+
+    An empty form field is a malformed id, not an omitted one (DRF would
+    otherwise treat ``session_id=`` in a form like a missing field).
+    """
 
     default_error_messages = {
         "invalid": _("Must be a UUID (8-4-4-4-12 hex digits) or 32 hex digits."),
     }
+
+    def get_value(self, dictionary: Any) -> Any:
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
 
     def to_internal_value(self, data: Any) -> SessionId:
         if not isinstance(data, str):
@@ -72,6 +82,9 @@ class BoundedIntegerField(serializers.Field):  # type: ignore[type-arg]
         "invalid": _("Must be an integer in 0..{maximum}, as a JSON integer or a string of digits."),
         "range": _("Must be an integer in 0..{maximum}."),
     }
+    # For the OpenAPI schema (api/schema.py).
+    example = "0"
+    description = "An integer"
 
     def __init__(self, *, maximum: int, as_string: bool = False, **kwargs: Any) -> None:
         self.maximum = maximum
@@ -95,22 +108,29 @@ class BoundedIntegerField(serializers.Field):  # type: ignore[type-arg]
         return str(value) if self.as_string else int(value)
 
 
-@extend_schema_field(
-    {
-        "type": "string",
-        "pattern": decimal_at_most(STARTED_AT_NS_MAX),
-        "example": "1764067200123456789",
-        "description": "Nanoseconds since the Unix epoch, 0..18446744073709551615, as a decimal "
-        "string (JSON numbers past 2**53 lose digits in JavaScript). Input also accepts a JSON integer.",
-    }
-)
 class NanosecondsField(BoundedIntegerField):
-    """``started_at_ns``: an unsigned 64-bit integer, written as a decimal string."""
+    """``started_at_ns``: an unsigned 64-bit integer, written as a decimal string.
+
+    Its OpenAPI schema (``api/schema.py``): a string of digits on output; a
+    string of digits or a JSON integer on input, with the exact range.
+    """
+
+    example = "1764067200123456789"
+    description = "Nanoseconds since the Unix epoch, 0..18446744073709551615"
 
     def __init__(self, *, maximum: int, **kwargs: Any) -> None:
         super().__init__(maximum=maximum, as_string=True, **kwargs)
 
 
-@extend_schema_field({"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1})
 class AgentIdField(BoundedIntegerField):
-    """``agent_id``: a JSON integer in ``0..2**63-1``."""
+    """``agent_id``: ``0..2**63-1``, written as a decimal string as ``started_at_ns`` is.
+
+    A JavaScript number holds integers exactly only up to 2**53; an agent id
+    above that would silently become another agent's in such a client.
+    """
+
+    example = "42"
+    description = "The agent that owns the session, 0..9223372036854775807"
+
+    def __init__(self, *, maximum: int, **kwargs: Any) -> None:
+        super().__init__(maximum=maximum, as_string=True, **kwargs)

@@ -1,0 +1,34 @@
+"""How the API's own fields appear in its OpenAPI schema (drf-spectacular extensions).
+
+The 64-bit integers are decimal strings on output, so that no client rounds
+them; on input the API takes a string of digits or a JSON integer. The
+schema says exactly that, per direction: a generated client reads strings
+and may send either, and a schema-driven fuzzer never sends a value the API
+refuses, nor the API accepts one the schema forbids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+
+from .fields import decimal_at_most
+
+
+class BoundedIntegerFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = "sessions_app.api.fields.BoundedIntegerField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        field = self.target
+        digits = {"type": "string", "pattern": decimal_at_most(field.maximum), "example": field.example}
+        text = (
+            f"{field.description}, as a decimal string (JSON numbers past 2**53 lose digits in JavaScript)."
+        )
+        if direction == "response":
+            return {**digits, "description": text}
+        return {
+            "oneOf": [digits, {"type": "integer", "minimum": 0, "maximum": field.maximum}],
+            "description": text + " Input also takes a JSON integer.",
+        }
