@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 EXAMPLES = 150
 OPERATIONS = [
@@ -95,3 +95,30 @@ def test_every_operation_answers_within_its_schema_and_never_5xx(api_schema, tok
     fuzz()
     assert answered, "no request was sent"
     print(f"{method} {path}: {len(answered)} requests, statuses {sorted(set(answered))}")
+
+
+def test_every_schemathesis_phase_passes_against_a_real_server(make_user):
+    """``st run`` with every check and phase (examples, coverage, fuzzing, stateful), bulk calls included.
+
+    Against uvicorn serving the test database; deterministic generation, so
+    two runs send the same requests.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rest_framework.authtoken.models import Token
+
+    from .servers import subprocess_database_url, uvicorn_server
+
+    token = Token.objects.create(user=make_user("view", "add", "change", "delete", username="st")).key
+    st = Path(sys.executable).with_name("st")
+    with uvicorn_server(subprocess_database_url(), env={"API_THROTTLE_ANON": "10000000/minute"}) as base:
+        result = subprocess.run(
+            [str(st), "run", f"{base}/api/schema/", "--checks", "all",
+             "--phases", "examples,coverage,fuzzing,stateful", "--generation-deterministic",
+             "-n", "60", "-H", f"Authorization: Token {token}", "--no-color"],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "No issues found" in result.stdout

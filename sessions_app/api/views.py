@@ -26,7 +26,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -167,7 +167,8 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
 
     queryset = ExecutionSession.objects.all()
     serializer_class = ExecutionSessionSerializer
-    parser_classes = [SafeJSONParser, FormParser, MultiPartParser]
+    # JSON, and urlencoded forms for the browsable API; no multipart (nothing here is a file).
+    parser_classes = [SafeJSONParser, FormParser]
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionSessionFilter
     pagination_class = ExecutionSessionCursorPagination
