@@ -14,6 +14,7 @@ from django.db import connection, connections
 
 from sessions_app.storage import DjangoSessionStore, InMemorySessionStore
 
+from .servers import loopback_settings
 from .tcp_proxy import SwitchableProxy
 
 
@@ -167,21 +168,25 @@ def silent_host() -> Iterator[int]:
 
 @pytest.fixture
 def proxied_alias() -> Iterator[tuple[str, SwitchableProxy]]:
+    """An alias that reaches the PostgreSQL test database through a proxy the test can cut."""
     if connection.vendor != "postgresql":
         pytest.skip("needs a database server to lose (runs when DATABASE_URL points at PostgreSQL)")
     settings = connection.settings_dict
     proxy = SwitchableProxy((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))).start()
-    alias = "through_proxy"
-    options = {k: v for k, v in settings["OPTIONS"].items() if k != "pool"}
-    connections.settings[alias] = {
-        **settings,
-        "HOST": "127.0.0.1",
-        "PORT": str(proxy.port),
-        "OPTIONS": options,
-    }
-    yield alias, proxy
+    connections.settings["through_proxy"] = loopback_settings(proxy.port)
+    yield "through_proxy", proxy
     proxy.cut()
-    del connections.settings[alias]
+    del connections.settings["through_proxy"]
+
+
+@pytest.fixture
+def silent_alias(silent_host) -> Iterator[str]:
+    """An alias whose PostgreSQL host accepts connections and never answers."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server (runs when DATABASE_URL points at PostgreSQL)")
+    connections.settings["silent"] = loopback_settings(silent_host)
+    yield "silent"
+    del connections.settings["silent"]
 
 
 @pytest.fixture

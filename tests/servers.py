@@ -36,6 +36,12 @@ def subprocess_database_url(host: str | None = None, port: int | None = None) ->
     return f"{scheme}://{user}@{host}:{port or settings['PORT'] or default_port}/{settings['NAME']}"
 
 
+def loopback_settings(port: int) -> dict:
+    """The test database's settings, reached at 127.0.0.1:``port`` (without Django's own pool)."""
+    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}
+    return {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": str(port), "OPTIONS": options}
+
+
 @contextlib.contextmanager
 def uvicorn_server(
     database_url: str, *, workers: int = 1, env: dict[str, str] | None = None

@@ -11,7 +11,7 @@ from django.db import connection, connections
 from sessions_app.models import ExecutionSession
 from sessions_app.storage import BackendError, DjangoSessionStore, SessionId, SessionRecord
 
-from .servers import subprocess_database_url, uvicorn_server
+from .servers import loopback_settings, subprocess_database_url, uvicorn_server
 from .tcp_proxy import SwitchableProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -32,14 +32,7 @@ def proxy():
 def faulty_alias(proxy):
     """A database alias that reaches the test database through the proxy."""
     alias = "through_proxy"
-    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}
-    configured = {
-        **connection.settings_dict,
-        "HOST": "127.0.0.1",
-        "PORT": str(proxy.port),
-        "OPTIONS": options,
-    }
-    connections.settings[alias] = configured
+    connections.settings[alias] = loopback_settings(proxy.port)
     yield alias
     connections[alias].close()
     del connections.settings[alias]

@@ -158,21 +158,6 @@ def test_a_loop_closed_without_asyncio_run_has_its_connections_closed_on_the_nex
 # -- connect timeout ----------------------------------------------------------------
 
 
-@pytest.fixture
-def silent_alias(silent_host) -> Iterator[str]:
-    needs_postgresql()
-    alias = "silent"
-    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}
-    connections.settings[alias] = {
-        **connection.settings_dict,
-        "HOST": "127.0.0.1",
-        "PORT": str(silent_host),
-        "OPTIONS": options,
-    }
-    yield alias
-    del connections.settings[alias]
-
-
 @pytest.mark.parametrize(("connect_timeout", "expected"), [(2, 2.0), (None, 10.0)])
 async def test_a_host_that_never_answers_is_a_backend_error_after_the_connect_timeout(
     silent_alias, connect_timeout, expected

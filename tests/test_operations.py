@@ -7,7 +7,6 @@ import re
 import time
 
 import pytest
-from django.db import connections
 from django.test import Client
 
 from sessions_app.storage import DjangoSessionStore, SessionId, SessionRecord
@@ -58,28 +57,13 @@ def test_health_is_503_while_the_database_is_cut_off_and_200_after(proxied_alias
     assert health().status_code == 200
 
 
-def test_health_is_503_within_the_timeout_when_the_database_host_stops_answering(silent_host, settings):
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("needs a database server (runs when DATABASE_URL points at PostgreSQL)")
-    alias = "silent_for_health"
-    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}
-    connections.settings[alias] = {
-        **connection.settings_dict,
-        "HOST": "127.0.0.1",
-        "PORT": str(silent_host),
-        "OPTIONS": options,
-    }
-    try:
-        settings.SESSIONS_APP = {"DATABASE_ALIAS": alias, "HEALTH_TIMEOUT": 1}
-        started = time.monotonic()
-        response = health()
-        assert time.monotonic() - started < 3
-        assert response.status_code == 503
-        assert response.json()["checks"]["database"] == {"status": "unavailable", "reason": "timeout"}
-    finally:
-        del connections.settings[alias]
+def test_health_is_503_within_the_timeout_when_the_database_host_stops_answering(silent_alias, settings):
+    settings.SESSIONS_APP = {"DATABASE_ALIAS": silent_alias, "HEALTH_TIMEOUT": 1}
+    started = time.monotonic()
+    response = health()
+    assert time.monotonic() - started < 3
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == {"status": "unavailable", "reason": "timeout"}
 
 
 def test_a_cache_that_is_down_is_reported_without_failing_the_check(settings):
