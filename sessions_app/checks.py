@@ -70,6 +70,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="sessions_app.E003",
                 )
             )
+    health = app_settings.HEALTH_TIMEOUT
+    if not isinstance(health, (int, float)) or isinstance(health, bool) or health <= 0:
+        errors.append(
+            Error(
+                f"{SETTINGS_NAME}['HEALTH_TIMEOUT'] must be a number of seconds > 0, got {health!r}.",
+                hint=f"Below the balancer's check interval; the default is {DEFAULTS['HEALTH_TIMEOUT']}.",
+                id="sessions_app.E009",
+            )
+        )
     timeout = app_settings.AUTH_CACHE_TIMEOUT
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
         errors.append(
@@ -88,7 +97,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sessions_app.E004",
             )
         )
-    for key in ("PAGE_SIZE", "MAX_PAGE_SIZE", "POOL_SIZE"):
+    for key in ("PAGE_SIZE", "MAX_PAGE_SIZE", "POOL_SIZE", "MAX_BULK"):
         value = getattr(app_settings, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             errors.append(

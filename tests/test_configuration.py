@@ -98,10 +98,17 @@ def test_unknown_database_alias_is_e004(settings):
     assert "sessions_app.E004" in check_ids()
 
 
+@pytest.mark.parametrize("key", ["PAGE_SIZE", "MAX_BULK"])
 @pytest.mark.parametrize("value", [0, -1, "10", True])
-def test_bad_page_size_is_e005(settings, value):
-    settings.SESSIONS_APP = {"PAGE_SIZE": value}
+def test_bad_page_size_or_bulk_limit_is_e005(settings, key, value):
+    settings.SESSIONS_APP = {key: value}
     assert "sessions_app.E005" in check_ids()
+
+
+@pytest.mark.parametrize("value", [0, -1, "3", None])
+def test_bad_health_timeout_is_e009(settings, value):
+    settings.SESSIONS_APP = {"HEALTH_TIMEOUT": value}
+    assert "sessions_app.E009" in check_ids()
 
 
 def test_unimportable_permission_class_is_e006(settings):
