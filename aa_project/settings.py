@@ -155,8 +155,13 @@ STORAGES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The app's settings (sessions_app/conf.py has every key); the bulk limit from the environment.
-SESSIONS_APP = {"MAX_BULK": int(os.environ.get("SESSIONS_MAX_BULK", "10000"))}
+# The app's settings (sessions_app/conf.py has every key), from the environment:
+# the bulk limit, and the async detail view, which asgi.py turns on (the
+# ASGI server) and manage.py, wsgi.py and the test suite leave off.
+SESSIONS_APP = {
+    "MAX_BULK": int(os.environ.get("SESSIONS_MAX_BULK", "10000")),
+    "ASYNC_DETAIL_VIEW": env_bool("SESSIONS_ASYNC_DETAIL_VIEW", False),
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

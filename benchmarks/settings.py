@@ -5,7 +5,7 @@ import os
 import dj_database_url
 
 from aa_project.settings import *  # noqa: F403
-from aa_project.settings import BASE_DIR, REST_FRAMEWORK
+from aa_project.settings import BASE_DIR, REST_FRAMEWORK, SESSIONS_APP
 
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -23,7 +23,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
-SESSIONS_APP = {"POOL_SIZE": int(os.environ.get("BENCH_POOL_SIZE", "16")), "THROTTLE_CLASSES": []}
+SESSIONS_APP = {
+    **SESSIONS_APP,  # ASYNC_DETAIL_VIEW as the host project sets it: on under asgi.py
+    "POOL_SIZE": int(os.environ.get("BENCH_POOL_SIZE", "16")),
+    "THROTTLE_CLASSES": [],
+}
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 CACHES = {

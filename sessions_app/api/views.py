@@ -4,16 +4,30 @@ Every write is the store's own statement: ``PUT`` is the contract's
 ``save`` (an atomic upsert that reports whether it created), ``POST`` a
 plain ``INSERT`` (409 when the id exists), ``DELETE`` the idempotent delete.
 Reads go through the ORM so that django-filter and cursor pagination apply.
+
+Two ways to serve the detail route (``sessions/{id}/``), one viewset:
+
+- synchronously, as any DRF view (``dispatch``): on Django's connection in
+  the request's thread. Right under WSGI.
+- on the event loop (``adispatch``), when ``SESSIONS_APP["ASYNC_DETAIL_VIEW"]``
+  is on (``routers.SessionRouter``): ``GET``, ``PUT`` and ``DELETE`` run on
+  the async store's native path, and DRF's policies in the loop while they
+  answer from memory (``policies.py``). Right under ASGI, where a
+  synchronous view costs a thread hop and a connection per request.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import Error as DatabaseError
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.utils.decorators import classonlymethod
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -27,19 +41,21 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import app_settings
 from ..models import ExecutionSession
-from ..storage.db import SyncDjangoSessionStore, backend_errors
+from ..storage.db import DjangoSessionStore, SyncDjangoSessionStore, backend_errors
 from ..storage.errors import BackendError, ConflictError, NotFound, SerializationError
-from ..storage.types import SessionId
+from ..storage.types import SessionId, SessionRecord
 from .bulk import ids_from, record_json, records_from
 from .fields import SessionIdField
 from .filters import ExecutionSessionFilter
 from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
+from .policies import can_run_in_loop, run_policy
 from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer
 
 logger = logging.getLogger("sessions_app.api")
@@ -174,24 +190,56 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     pagination_class = ExecutionSessionCursorPagination
     lookup_url_kwarg = "session_id"
 
+    #: Set by ``routers.SessionRouter`` on the detail route it serves on the event loop.
+    serve_async = False
+
+    @classonlymethod
+    def as_view(cls, actions: dict[str, Any] | None = None, **initkwargs: Any) -> Any:
+        """DRF's view function; with ``serve_async=True`` the same view as a coroutine function.
+
+        Django awaits a coroutine function on the event loop and runs any
+        other view in a thread; ``dispatch`` then hands back ``adispatch``'s
+        coroutine, which the async function awaits.
+        """
+        view: Any = super().as_view(actions, **initkwargs)
+        if not initkwargs.get("serve_async"):
+            return view
+
+        async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            response: HttpResponseBase = await view(request, *args, **kwargs)
+            return response
+
+        # The attributes DRF and drf-spectacular read (cls, initkwargs, actions, csrf_exempt).
+        async_view.__dict__.update(view.__dict__)
+        async_view.__name__ = view.__name__
+        async_view.__doc__ = view.__doc__
+        return async_view
+
     def get_permissions(self) -> list[Any]:
         return [permission() for permission in app_settings.PERMISSION_CLASSES]
 
     def get_throttles(self) -> list[Any]:
         return [throttle() for throttle in app_settings.THROTTLE_CLASSES]
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """DRF's ``initial`` with the throttle checked before the permissions.
+    def policy_checks(self) -> list[Callable[[Request], None]]:
+        """Authentication, then throttles, then permissions.
 
-        DRF refuses an unpermitted request before counting it, so a client
-        guessing tokens is never slowed down. Here every request counts.
+        DRF checks permissions before throttles, so it refuses an
+        unpermitted request before counting it and a client guessing tokens
+        is never slowed down. Here every request counts.
         """
+        return [self.perform_authentication, self.check_throttles, self.check_permissions]
+
+    def _negotiate(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.format_kwarg = self.get_format_suffix(**kwargs)
         request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(request)
         request.version, request.versioning_scheme = self.determine_version(request, *args, **kwargs)
-        self.perform_authentication(request)
-        self.check_throttles(request)
-        self.check_permissions(request)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's ``initial``, with the checks in ``policy_checks`` order."""
+        self._negotiate(request, *args, **kwargs)
+        for check in self.policy_checks():
+            check(request)
 
     def get_queryset(self) -> Any:
         return super().get_queryset().using(app_settings.DATABASE_ALIAS)
@@ -199,6 +247,10 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     @property
     def store(self) -> SyncDjangoSessionStore:
         return SyncDjangoSessionStore(app_settings.DATABASE_ALIAS, model=self.queryset.model)
+
+    @property
+    def async_store(self) -> DjangoSessionStore:
+        return DjangoSessionStore(app_settings.DATABASE_ALIAS, model=self.queryset.model)
 
     def url_session_id(self) -> SessionId:
         try:
@@ -226,6 +278,48 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             exc = ServiceUnavailable()
         return super().handle_exception(exc)
 
+    # -- serving on the event loop ---------------------------------------------
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if self.serve_async:
+            return self.adispatch(request, *args, **kwargs)
+        return super().dispatch(request, *args, **kwargs)
+
+    async def adispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        """DRF's ``dispatch``, awaiting what would block.
+
+        The policies run as ``policies.run_policy`` says; ``retrieve``,
+        ``update`` and ``destroy`` have async twins on the native store
+        path; any other handler (``PATCH``, ``OPTIONS``, a 405) runs in a
+        worker thread, as Django runs a synchronous view.
+        """
+        self.args = args
+        self.kwargs = kwargs
+        drf_request = self.initialize_request(request, *args, **kwargs)
+        self.request = drf_request
+        self.headers = self.default_response_headers
+        try:
+            self._negotiate(drf_request, *args, **kwargs)
+            policies = [*(drf_request.authenticators or ()), *self.get_throttles(), *self.get_permissions()]
+            in_loop = can_run_in_loop(policies)
+            for check in self.policy_checks():
+                await run_policy(check, drf_request, in_loop=in_loop)
+            response = await self._async_handler(drf_request)(drf_request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
+        return await _rendered(self.response)
+
+    def _async_handler(self, request: Request) -> Callable[..., Coroutine[Any, Any, Response]]:
+        native = {"retrieve": self.aretrieve, "update": self.aupdate, "destroy": self.adestroy}
+        if self.action in native:
+            return native[self.action]
+        method = (request.method or "").lower()
+        handler = getattr(self, method, self.http_method_not_allowed)
+        if method not in self.http_method_names:
+            handler = self.http_method_not_allowed
+        return sync_to_async(handler)
+
     # -- reads ---------------------------------------------------------------
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -235,8 +329,10 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        record = self.store.load(self.url_session_id())
-        return Response(self.get_serializer(record).data)
+        return Response(record_json(self.store.load(self.url_session_id())))
+
+    async def aretrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(record_json(await self.async_store.load(self.url_session_id())))
 
     # -- writes --------------------------------------------------------------
 
@@ -253,18 +349,26 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         record = serializer.to_record()
         self.store.insert(record)
         self._log_write("created", record.session_id)
-        return Response(self.get_serializer(record).data, status=status.HTTP_201_CREATED)
+        return Response(record_json(record), status=status.HTTP_201_CREATED)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        record = self._record_to_save(request)
+        return self._saved(record, created=self.store.upsert(record))
+
+    async def aupdate(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        record = self._record_to_save(request)
+        return self._saved(record, created=await self.async_store.upsert(record))
+
+    def _record_to_save(self, request: Request) -> SessionRecord:
         session_id = self.url_session_id()
         serializer = self.body(request)
         self._check_body_id(serializer, session_id)
-        record = serializer.to_record(session_id)
-        created = self.store.upsert(record)
-        self._log_write("created" if created else "replaced", session_id)
+        return serializer.to_record(session_id)
+
+    def _saved(self, record: SessionRecord, *, created: bool) -> Response:
+        self._log_write("created" if created else "replaced", record.session_id)
         return Response(
-            self.get_serializer(record).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            record_json(record), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -287,11 +391,19 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             record = self.store.load(session_id)
         if changes:
             self._log_write("changed " + ", ".join(sorted(changes)), session_id)
-        return Response(self.get_serializer(record).data)
+        return Response(record_json(record))
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         session_id = self.url_session_id()  # a malformed id is a 404, as for every method
         self.store.delete(session_id)
+        return self._deleted(session_id)
+
+    async def adestroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        session_id = self.url_session_id()
+        await self.async_store.delete(session_id)
+        return self._deleted(session_id)
+
+    def _deleted(self, session_id: SessionId) -> Response:
         self._log_write("deleted", session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -367,3 +479,24 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             user.pk,
             extra={"session_id": str(session_id), "user_id": user.pk, "action": action},
         )
+
+
+async def _rendered(response: HttpResponseBase) -> HttpResponseBase:
+    """The response rendered, as a plain ``HttpResponse`` Django sends without a thread hop.
+
+    Django renders a response that has ``render()`` (DRF's does) in a
+    worker thread. JSON renders in the loop here; any other renderer (the
+    browsable API's, which may query the database) in a thread. Template
+    response middleware therefore does not see these responses.
+    """
+    if not isinstance(response, Response):
+        return response
+    if isinstance(getattr(response, "accepted_renderer", None), JSONRenderer):
+        response.render()
+    else:
+        await sync_to_async(response.render)()
+    plain = HttpResponse(response.content, status=response.status_code, headers=response.headers)
+    if "Content-Type" not in response.headers:  # DRF drops it for an empty body (a 204)
+        del plain["Content-Type"]
+    plain.cookies = response.cookies
+    return plain

@@ -95,6 +95,17 @@ class SessionSQL:
             return None
         return self._insert_sql(1) + self.upsert_suffix + " RETURNING (xmax = 0)", record_params(record)
 
+    def insert_then_update(self, record: SessionRecord) -> list[Statement]:
+        """The upsert as two statements for one transaction, where no one statement reports both.
+
+        The insert touches a row only if the id was absent; the update then
+        always touches one (it rewrites a fresh row with its own values). So
+        the transaction touched 2 rows if it created the record, 1 if it
+        replaced it. The first statement is a write, so the transaction holds
+        the write lock (SQLite) or the row lock (MySQL) from its start.
+        """
+        return [self.insert_if_absent(record), self.update(record)]
+
     def count_before(self, cutoff_ns: int) -> Statement:
         sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.started_at_ns} < %s"
         return sql, (encode_unsigned(cutoff_ns),)

@@ -91,6 +91,24 @@ class DjangoSessionStore(SessionStore):
         path, sql = self._bound or self._bind()
         await path.execute(sql.delete(session_id))
 
+    # -- beyond the contract -------------------------------------------------
+
+    @timed_async("save")
+    async def upsert(self, record: SessionRecord) -> bool:
+        """``save`` that also tells whether the record was created (``True``) or replaced.
+
+        As ``SyncDjangoSessionStore.upsert``: on PostgreSQL one statement
+        answers both; elsewhere one transaction inserts if absent, then
+        updates (``SessionSQL.insert_then_update``).
+        """
+        record = check_record(record)
+        path, sql = self._bound or self._bind()
+        reporting = sql.upsert_reporting_insert(record)
+        if reporting is not None:
+            row = await path.fetchone(reporting)
+            return bool(row and row[0])
+        return await path.in_transaction(sql.insert_then_update(record)) == 2
+
     # -- batches -----------------------------------------------------------
 
     @timed_async("save_many")

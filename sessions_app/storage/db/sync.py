@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 
 from django.apps import apps
 from django.db import models
-from django.db.backends.utils import CursorWrapper
 
 from ..errors import NotFound
 from ..metrics import timed
@@ -86,27 +85,16 @@ class SyncDjangoSessionStore:
         """``save`` that also tells whether the record was created (``True``) or replaced.
 
         On PostgreSQL one statement answers both (``RETURNING xmax = 0``).
-        Elsewhere, in one transaction: insert if absent, and update if that
-        inserted nothing. The first statement is a write, so the transaction
-        holds the write lock (SQLite) or the row lock (MySQL) from its start
-        and no other writer can slip between the two.
+        Elsewhere one transaction inserts if absent, then updates
+        (``SessionSQL.insert_then_update``), so no other writer can slip
+        between the two.
         """
         record = check_record(record)
-        sql = self.sql
-        reporting = sql.upsert_reporting_insert(record)
-
-        def upsert(cursor: CursorWrapper) -> bool:
-            if reporting is not None:
-                cursor.execute(*reporting)
-                row = cursor.fetchone()
-                return bool(row and row[0])
-            cursor.execute(*sql.insert_if_absent(record))
-            if cursor.rowcount == 1:
-                return True
-            cursor.execute(*sql.update(record))
-            return False
-
-        return self.runner.run(upsert, atomic=True)
+        reporting = self.sql.upsert_reporting_insert(record)
+        if reporting is not None:
+            row = self.runner.fetchone(reporting)
+            return bool(row and row[0])
+        return self.runner.in_transaction(self.sql.insert_then_update(record)) == 2
 
     @timed("save_many")
     def save_many(self, records: Iterable[SessionRecord]) -> int:
