@@ -107,7 +107,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="sessions_app.E005",
                 )
             )
-    errors += _check_async_detail_view(settings.DATABASES)
+    errors += _check_async_detail_view(connections.settings)
     for key in ("PERMISSION_CLASSES", "THROTTLE_CLASSES"):
         for path in app_settings.user_settings.get(key, []):
             try:
@@ -133,6 +133,7 @@ def _check_async_detail_view(databases: dict[str, Any]) -> list[Any]:
                 id="sessions_app.E010",
             )
         ]
+    # What Django's handler reads when it wraps a view for ATOMIC_REQUESTS.
     atomic = sorted(alias for alias, config in databases.items() if config.get("ATOMIC_REQUESTS"))
     if value and atomic:
         return [

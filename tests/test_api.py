@@ -328,30 +328,28 @@ def test_anonymous_requests_are_401_with_a_token_challenge(method, path, body):
     assert response["WWW-Authenticate"] == "Token"
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "needs", "allowed"),
-    [
-        # allowed: the status a permitted call gets, and the stored (agent, start) of SID after it.
-        ("get", url(), None, {"view"}, (200, (3, 3))),
-        ("get", url(SID), None, {"view"}, (200, (3, 3))),
-        ("post", url(), {"agent_id": 1, "started_at_ns": 1}, {"add"}, (201, (3, 3))),
-        ("put", url(SID), {"agent_id": 1, "started_at_ns": 1}, {"add", "change"}, (200, (1, 1))),
-        ("patch", url(SID), {"agent_id": 1}, {"change"}, (200, (1, 3))),
-        ("delete", url(SID), None, {"delete"}, (204, None)),
-    ],
-)
-@pytest.mark.parametrize(
-    "holds",
-    [
-        (),
-        ("view",),
-        ("add",),
-        ("change",),
-        ("delete",),
-        ("add", "change"),
-        ("view", "add", "change", "delete"),
-    ],
-)
+# allowed: the status a permitted call gets, and the stored (agent, start) of SID after it.
+PERMISSION_CASES = [
+    ("get", url(), None, {"view"}, (200, (3, 3))),
+    ("get", url(SID), None, {"view"}, (200, (3, 3))),
+    ("post", url(), {"agent_id": 1, "started_at_ns": 1}, {"add"}, (201, (3, 3))),
+    ("put", url(SID), {"agent_id": 1, "started_at_ns": 1}, {"add", "change"}, (200, (1, 1))),
+    ("patch", url(SID), {"agent_id": 1}, {"change"}, (200, (1, 3))),
+    ("delete", url(SID), None, {"delete"}, (204, None)),
+]
+HOLDINGS = [
+    (),
+    ("view",),
+    ("add",),
+    ("change",),
+    ("delete",),
+    ("add", "change"),
+    ("view", "add", "change", "delete"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needs", "allowed"), PERMISSION_CASES)
+@pytest.mark.parametrize("holds", HOLDINGS)
 def test_each_call_needs_its_model_permission(make_user, method, path, body, needs, allowed, holds):
     ExecutionSession.objects.create(session_id=SID, agent_id=3, started_at_ns=3)
     client = APIClient()

@@ -151,3 +151,17 @@ async def test_save_many_with_a_bad_record_writes_nothing(store):
     with pytest.raises(TypeError):
         await store.save_many([good, "not a record"])
     assert await store.load_many([good.session_id]) == {}
+
+
+@pytest.mark.parametrize("native_async", [True, False], ids=["native path", "sync_to_async"])
+async def test_upsert_tells_created_from_replaced(transactional_db, native_async):
+    from sessions_app.storage import DjangoSessionStore
+
+    store = DjangoSessionStore(native_async=native_async)
+    record = SessionRecord(SessionId.new(), 1, 2**64 - 1)
+    assert await store.upsert(record) is True
+    replaced = SessionRecord(record.session_id, 2, 0)
+    assert await store.upsert(replaced) is False
+    assert await store.load(record.session_id) == replaced
+    with pytest.raises(TypeError):
+        await store.upsert("not a record")

@@ -30,6 +30,7 @@ from django.core.cache import BaseCache, caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import SynchronousOnlyOperation
+from django.utils.connection import ConnectionProxy
 from rest_framework.request import Request
 
 from ..conf import app_settings
@@ -40,6 +41,8 @@ LOOP_SAFE_PACKAGES = ("rest_framework", "sessions_app")
 
 def in_process(cache: object) -> bool:
     """Whether a cache answers from this process's memory, with no I/O."""
+    if isinstance(cache, ConnectionProxy):  # django.core.cache.cache, which DRF's throttles hold
+        cache = caches[cache._alias]
     return isinstance(cache, IN_PROCESS_CACHES)
 
 
