@@ -46,13 +46,11 @@ class ExecutionSessionPermissions(DjangoModelPermissions):
         user = request.user
         if not user or not user.is_authenticated or user.pk is None:
             return super().has_permission(request, view)
-        answer_for = (
-            type(self).__qualname__,
-            user._meta.label,
-            user.pk,
-            self._method,
-            self._queryset(view).model._meta.label,
-        )
+        # The model from the view's queryset attribute where it has one:
+        # DRF's _queryset() would build (and clone) the queryset just for it.
+        queryset = getattr(view, "queryset", None)
+        model = queryset.model if queryset is not None else self._queryset(view).model
+        answer_for = (type(self).__qualname__, user._meta.label, user.pk, self._method, model._meta.label)
         ask_django = super().has_permission
         return auth_cache.cached("perms", answer_for, lambda: ask_django(request, view))
 

@@ -53,6 +53,7 @@ from ..storage.types import SessionId, SessionRecord
 from .bulk import ids_from, record_json, records_from
 from .fields import SessionIdField
 from .filters import ExecutionSessionFilter
+from .negotiation import ExecutionSessionContentNegotiation
 from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
 from .policies import can_run_in_loop, run_policy
@@ -189,6 +190,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     filterset_class = ExecutionSessionFilter
     pagination_class = ExecutionSessionCursorPagination
     lookup_url_kwarg = "session_id"
+    content_negotiation_class = ExecutionSessionContentNegotiation
 
     #: Set by ``routers.SessionRouter`` on the detail route it serves on the event loop.
     serve_async = False
