@@ -4,7 +4,10 @@ Measures requests/s and p50/p99 latency at 32 connections for
 ``GET``, ``PUT`` and ``DELETE /api/sessions/{id}/``, and for the baseline: a
 bare async Django view returning the same record as JSON
 (``benchmarks/urls.py``), served by the same server in the same run; once
-with one uvicorn worker and once with two. Every load is bounded by wrk's
+with one uvicorn worker and once with two. The server is the host project's
+``aa_project.asgi``, so the API's detail route runs on the event loop
+(``SESSIONS_APP["ASYNC_DETAIL_VIEW"]``); throttling is off here (DRF's
+throttles keep every request's time in the cache, a cost of their own). Every load is bounded by wrk's
 ``--duration``; only 127.0.0.1 is targeted.
 """
 
@@ -126,11 +129,17 @@ def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repet
             # Deleting the same absent id again and again: each is a real DELETE statement, and a 204.
             "API DELETE /api/sessions/{id}/": (f"{base}/api/sessions/{SessionId.new()}/", "", "DELETE"),
         }
-        for name, (url, request_body, method) in targets.items():
+        for url, request_body, method in targets.values():
             wrk(url, token, 1, request_body, method)  # warm-up: connections, prepared statements
-            runs = [wrk(url, token, seconds, request_body, method) for _ in range(repetitions)]
-            median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-            median["non_2xx"] = sum(run["non_2xx"] for run in runs)
+        # Repetitions interleave the targets, so a drift of the machine's
+        # speed during the run weighs on every row alike.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(repetitions):
+            for name, (url, request_body, method) in targets.items():
+                runs[name].append(wrk(url, token, seconds, request_body, method))
+        for name, measured in runs.items():
+            median = {key: statistics.median(run[key] for run in measured) for key in measured[0]}
+            median["non_2xx"] = sum(run["non_2xx"] for run in measured)
             rows.append({"row": name + suffix, **median})
             print(f"  {name + suffix:44} {median['requests_per_s']:8.0f} req/s  p50 {median['p50_ms']:.2f} ms"
                   f"  p99 {median['p99_ms']:.2f} ms  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
