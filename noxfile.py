@@ -22,6 +22,11 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
+# Outside the checkout, so that a fresh clone on the same machine (CI) finds
+# the cells' virtualenvs made and only checks the pins; a new machine makes them.
+nox.options.envdir = os.environ.get(
+    "NOX_ENVDIR", os.path.join(os.path.expanduser("~"), ".cache", "django-agent-sessions", "nox")
+)
 
 DJANGO = {"5.2": "Django==5.2.19", "6.1": "Django==6.1.3"}
 CELLS = [("3.11", "5.2"), ("3.12", "6.1"), ("3.13", "6.1")]

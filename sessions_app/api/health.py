@@ -30,21 +30,12 @@ from ..storage.errors import StorageError
 
 logger = logging.getLogger("sessions_app.api")
 
-_stores: dict[str, DjangoSessionStore] = {}
-
-
-def _database_store() -> DjangoSessionStore:
-    alias: str = app_settings.DATABASE_ALIAS
-    store = _stores.get(alias)
-    if store is None:
-        store = _stores[alias] = DjangoSessionStore(alias)
-    return store
-
 
 async def _check_database(seconds: float) -> dict[str, str]:
     try:
         async with asyncio.timeout(seconds):
-            await _database_store().path.fetchone(("SELECT 1", ()))
+            # A store per check is cheap: every store of an alias shares its path.
+            await DjangoSessionStore(app_settings.DATABASE_ALIAS).path.fetchone(("SELECT 1", ()))
     except TimeoutError:
         logger.warning("health: the database did not answer within %ss", seconds)
         return {"status": "unavailable", "reason": "timeout"}
@@ -57,7 +48,7 @@ async def _check_database(seconds: float) -> dict[str, str]:
 def _cache_aliases() -> list[str]:
     aliases = []
     if issubclass(import_string(app_settings.STORE), CachedSessionStore):
-        aliases.append(app_settings.STORE_OPTIONS.get("cache_alias") or app_settings.CACHE_ALIAS)
+        aliases.append(CachedSessionStore.cache_alias_for(app_settings.STORE_OPTIONS.get("cache_alias")))
     if app_settings.AUTH_CACHE_TIMEOUT:
         aliases.append(app_settings.AUTH_CACHE_ALIAS)
     return list(dict.fromkeys(aliases))

@@ -61,12 +61,20 @@ class CachedSessionStore(SessionStore):
         from ..conf import app_settings
 
         self.backing_store = backing_store
-        self.cache_alias = cache_alias or app_settings.CACHE_ALIAS
+        self.cache_alias = self.cache_alias_for(cache_alias)
         self.timeout = app_settings.CACHE_TIMEOUT if timeout is None else timeout
         self.key_prefix = key_prefix
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.backing_store!r}, cache_alias={self.cache_alias!r})"
+
+    @staticmethod
+    def cache_alias_for(cache_alias: str | None) -> str:
+        """The cache a store built with ``cache_alias`` uses: it, or ``SESSIONS_APP["CACHE_ALIAS"]``."""
+        from ..conf import app_settings
+
+        alias: str = cache_alias or app_settings.CACHE_ALIAS
+        return alias
 
     @property
     def cache(self) -> BaseCache:
