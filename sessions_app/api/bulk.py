@@ -16,7 +16,6 @@ from rest_framework.exceptions import ValidationError
 
 from ..storage.types import AGENT_ID_MAX, STARTED_AT_NS_MAX, SessionId, SessionRecord
 from .fields import AgentIdField, NanosecondsField, SessionIdField
-from .serializers import ns_to_iso8601
 
 _FIELDS: dict[str, serializers.Field] = {  # type: ignore[type-arg]
     "session_id": SessionIdField(),
@@ -111,13 +110,3 @@ def ids_from(body: Any, limit: int) -> list[SessionId]:
     if errors:
         raise ValidationError({"session_ids": errors})
     return ids
-
-
-def record_json(record: SessionRecord) -> dict[str, object]:
-    """One record as the API writes it, without a serializer."""
-    return {
-        "session_id": str(record.session_id),
-        "agent_id": str(record.agent_id),
-        "started_at_ns": str(record.started_at_ns),
-        "started_at": ns_to_iso8601(record.started_at_ns),
-    }

@@ -31,6 +31,16 @@ def ns_to_iso8601(started_at_ns: int) -> str:
     )
 
 
+def record_json(record: SessionRecord) -> dict[str, object]:
+    """One record as the API writes it, without a serializer (the detail and bulk calls answer with it)."""
+    return {
+        "session_id": str(record.session_id),
+        "agent_id": str(record.agent_id),
+        "started_at_ns": str(record.started_at_ns),
+        "started_at": ns_to_iso8601(record.started_at_ns),
+    }
+
+
 class ExecutionSessionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     """One agent execution session.
 

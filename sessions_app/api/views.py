@@ -50,14 +50,14 @@ from ..models import ExecutionSession
 from ..storage.db import DjangoSessionStore, SyncDjangoSessionStore, backend_errors
 from ..storage.errors import BackendError, ConflictError, NotFound, SerializationError
 from ..storage.types import SessionId, SessionRecord
-from .bulk import ids_from, record_json, records_from
+from .bulk import ids_from, records_from
 from .fields import SessionIdField
 from .filters import ExecutionSessionFilter
 from .negotiation import ExecutionSessionContentNegotiation
 from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
 from .policies import can_run_in_loop, run_policy
-from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer
+from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer, record_json
 
 logger = logging.getLogger("sessions_app.api")
 
