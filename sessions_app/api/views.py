@@ -18,6 +18,7 @@ Two ways to serve the detail route (``sessions/{id}/``), one viewset:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -207,14 +208,12 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         if not initkwargs.get("serve_async"):
             return view
 
+        # wraps() carries what DRF and drf-spectacular read (cls, initkwargs, actions, csrf_exempt).
+        @functools.wraps(view)
         async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             response: HttpResponseBase = await view(request, *args, **kwargs)
             return response
 
-        # The attributes DRF and drf-spectacular read (cls, initkwargs, actions, csrf_exempt).
-        async_view.__dict__.update(view.__dict__)
-        async_view.__name__ = view.__name__
-        async_view.__doc__ = view.__doc__
         return async_view
 
     def get_permissions(self) -> list[Any]:
