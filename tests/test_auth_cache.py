@@ -106,7 +106,8 @@ def test_permissions_granted_and_revoked_through_a_group_apply_on_the_next_reque
 
 
 class SettableClock:
-    """Stands in for the ``time`` module of Django's local-memory cache, so a test drives expiry."""
+    """Stands in for the ``time`` module of Django's local-memory cache and of
+    ``auth_cache`` (each entry carries its deadline), so a test drives expiry."""
 
     def __init__(self) -> None:
         self.now = time.time()
@@ -125,6 +126,7 @@ def test_a_change_django_does_not_signal_lasts_at_most_the_timeout(
     assert isinstance(caches[app_settings.AUTH_CACHE_ALIAS], locmem.LocMemCache)
     clock = SettableClock()
     monkeypatch.setattr(locmem, "time", clock)
+    monkeypatch.setattr(auth_cache, "time", clock)
     settings.SESSIONS_APP = {"AUTH_CACHE_TIMEOUT": 30}
     user, _, client = viewer
     assert client.get(session_url).status_code == 200

@@ -26,24 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from asgiref.sync import sync_to_async
-from django.core.cache import BaseCache, caches
-from django.core.cache.backends.dummy import DummyCache
-from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import SynchronousOnlyOperation
-from django.utils.connection import ConnectionProxy
 from rest_framework.request import Request
 
 from ..conf import app_settings
+from .caching import cache_for, in_process
 
-IN_PROCESS_CACHES: tuple[type[BaseCache], ...] = (LocMemCache, DummyCache)
 LOOP_SAFE_PACKAGES = ("rest_framework", "sessions_app")
-
-
-def in_process(cache: object) -> bool:
-    """Whether a cache answers from this process's memory, with no I/O."""
-    if isinstance(cache, ConnectionProxy):  # django.core.cache.cache, which DRF's throttles hold
-        cache = caches[cache._alias]
-    return isinstance(cache, IN_PROCESS_CACHES)
 
 
 def loop_safe(policy: object) -> bool:
@@ -56,7 +45,7 @@ def loop_safe(policy: object) -> bool:
 
 def can_run_in_loop(policies: Iterable[object]) -> bool:
     """Whether every policy is loop-safe and every cache in play in-process."""
-    if not in_process(caches[app_settings.AUTH_CACHE_ALIAS]):
+    if not in_process(cache_for(app_settings.AUTH_CACHE_ALIAS)):
         return False
     return all(
         loop_safe(policy) and (not hasattr(policy, "cache") or in_process(policy.cache))

@@ -7,7 +7,7 @@
 - ``metrics/``: Prometheus metrics, for users with the ``view`` permission.
 """
 
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import health
@@ -23,7 +23,9 @@ def api_urlpatterns(*, async_detail: bool | None = None) -> list[URLPattern | UR
     router = SessionRouter(async_detail=async_detail)
     router.register("sessions", ExecutionSessionViewSet, basename="session")
     return [
-        path("", include(router.urls)),
+        # The router's patterns themselves, not under include(""): one
+        # resolver level less for every API call.
+        *router.urls,
         path("schema/", SpectacularAPIView.as_view(), name="schema"),
         path("docs/", SpectacularSwaggerView.as_view(url_name="sessions_app_api:schema"), name="docs"),
         path("health/", health, name="health"),

@@ -52,6 +52,7 @@ from ..storage.db import DjangoSessionStore, SyncDjangoSessionStore, backend_err
 from ..storage.errors import BackendError, ConflictError, NotFound, SerializationError
 from ..storage.types import SessionId, SessionRecord
 from .bulk import ids_from, records_from
+from .caching import alias_of, cache_for
 from .fields import SessionIdField
 from .filters import ExecutionSessionFilter
 from .negotiation import ExecutionSessionContentNegotiation
@@ -196,6 +197,9 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     #: Set by ``routers.SessionRouter`` on the detail route it serves on the event loop.
     serve_async = False
 
+    _permissions: list[Any] | None = None
+    _throttles: list[Any] | None = None
+
     @classonlymethod
     def as_view(cls, actions: dict[str, Any] | None = None, **initkwargs: Any) -> Any:
         """DRF's view function; with ``serve_async=True`` the same view as a coroutine function.
@@ -217,10 +221,22 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         return async_view
 
     def get_permissions(self) -> list[Any]:
-        return [permission() for permission in app_settings.PERMISSION_CLASSES]
+        # Built once per request (a viewset instance serves one): DRF asks
+        # for them in each check, and the async route in its loop decision too.
+        if self._permissions is None:
+            self._permissions = [permission() for permission in app_settings.PERMISSION_CLASSES]
+        return self._permissions
 
     def get_throttles(self) -> list[Any]:
-        return [throttle() for throttle in app_settings.THROTTLE_CLASSES]
+        if self._throttles is None:
+            self._throttles = [throttle() for throttle in app_settings.THROTTLE_CLASSES]
+            for throttle in self._throttles:
+                # DRF's throttles hold django.core.cache.cache, a new cache
+                # object per request context; an in-process one is shared.
+                alias = alias_of(getattr(throttle, "cache", None))
+                if alias is not None:
+                    throttle.cache = cache_for(alias)
+        return self._throttles
 
     def policy_checks(self) -> list[Callable[[Request], None]]:
         """Authentication, then throttles, then permissions.
@@ -247,11 +263,11 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
 
     @property
     def store(self) -> SyncDjangoSessionStore:
-        return SyncDjangoSessionStore(app_settings.DATABASE_ALIAS, model=self.queryset.model)
+        return _stores(app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC).sync
 
     @property
     def async_store(self) -> DjangoSessionStore:
-        return DjangoSessionStore(app_settings.DATABASE_ALIAS, model=self.queryset.model)
+        return _stores(app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC)
 
     def url_session_id(self) -> SessionId:
         try:
@@ -329,11 +345,11 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             page = self.paginate_queryset(queryset)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
-    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(record_json(self.store.load(self.url_session_id())))
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        return self.answer(record_json(self.store.load(self.url_session_id())))
 
-    async def aretrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(record_json(await self.async_store.load(self.url_session_id())))
+    async def aretrieve(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        return self.answer(record_json(await self.async_store.load(self.url_session_id())))
 
     # -- writes --------------------------------------------------------------
 
@@ -345,18 +361,18 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         serializer.is_valid(raise_exception=True)
         return serializer
 
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         serializer = self.body(request)
         record = serializer.to_record()
         self.store.insert(record)
         self._log_write("created", record.session_id)
-        return Response(record_json(record), status=status.HTTP_201_CREATED)
+        return self.answer(record_json(record), status=status.HTTP_201_CREATED)
 
-    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         record = self._record_to_save(request)
         return self._saved(record, created=self.store.upsert(record))
 
-    async def aupdate(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    async def aupdate(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         record = self._record_to_save(request)
         return self._saved(record, created=await self.async_store.upsert(record))
 
@@ -366,13 +382,12 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         self._check_body_id(serializer, session_id)
         return serializer.to_record(session_id)
 
-    def _saved(self, record: SessionRecord, *, created: bool) -> Response:
+    def _saved(self, record: SessionRecord, *, created: bool) -> HttpResponseBase:
         self._log_write("created" if created else "replaced", record.session_id)
-        return Response(
-            record_json(record), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return self.answer(record_json(record), status=code)
 
-    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         session_id = self.url_session_id()
         serializer = self.body(request, partial=True)
         self._check_body_id(serializer, session_id)
@@ -392,21 +407,21 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             record = self.store.load(session_id)
         if changes:
             self._log_write("changed " + ", ".join(sorted(changes)), session_id)
-        return Response(record_json(record))
+        return self.answer(record_json(record))
 
-    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         session_id = self.url_session_id()  # a malformed id is a 404, as for every method
         self.store.delete(session_id)
         return self._deleted(session_id)
 
-    async def adestroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    async def adestroy(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         session_id = self.url_session_id()
         await self.async_store.delete(session_id)
         return self._deleted(session_id)
 
-    def _deleted(self, session_id: SessionId) -> Response:
+    def _deleted(self, session_id: SessionId) -> HttpResponseBase:
         self._log_write("deleted", session_id)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return self.answer(None, status=status.HTTP_204_NO_CONTENT)
 
     # -- bulk ----------------------------------------------------------------
 
@@ -433,7 +448,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         saved = self.store.save_many(records)
         if saved:
             self._log_write(f"saved in bulk with {saved - 1} others", records[-1].session_id)
-        return Response({"saved": saved})
+        return self.answer({"saved": saved})
 
     @extend_schema(
         summary="Load many sessions; absent ids are left out",
@@ -444,7 +459,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     @action(detail=False, methods=["post"], url_path="bulk-load", parser_classes=[SafeJSONParser])
     def bulk_load(self, request: Request) -> Response:
         found = self.store.load_many(ids_from(request.data, app_settings.MAX_BULK))
-        return Response({"sessions": [record_json(record) for record in found.values()]})
+        return self.answer({"sessions": [record_json(record) for record in found.values()]})
 
     @extend_schema(
         summary="Delete many sessions in one transaction; absent ids are fine",
@@ -458,9 +473,30 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         deleted = self.store.delete_many(ids)
         if ids:
             self._log_write(f"deleted in bulk ({deleted} of {len(ids)} existed)", ids[0])
-        return Response({"deleted": deleted})
+        return self.answer({"deleted": deleted})
 
     # -- helpers -------------------------------------------------------------
+
+    def answer(self, data: Any, status: int = status.HTTP_200_OK) -> HttpResponseBase:
+        """``Response(data, status)``, rendered now when JSON was negotiated.
+
+        The same bytes and headers as DRF's rendering (its renderer is
+        called, with DRF's content-type rule), in a plain ``HttpResponse``:
+        Django renders a DRF ``Response`` in a worker thread under ASGI, and
+        building one costs more than the rest of a cached ``GET``'s Python
+        code. Any other renderer (the browsable API's) gets DRF's ``Response``.
+        """
+        renderer = getattr(self.request, "accepted_renderer", None)
+        if not isinstance(renderer, JSONRenderer):
+            return Response(data, status=status)
+        content = renderer.render(data, self.request.accepted_media_type, self.get_renderer_context())
+        if not content:  # DRF sends an empty body without a Content-Type
+            response = HttpResponse(status=status)
+            del response["Content-Type"]
+            return response
+        media_type = renderer.media_type
+        content_type = f"{media_type}; charset={renderer.charset}" if renderer.charset else media_type
+        return HttpResponse(content, status=status, content_type=content_type)
 
     @staticmethod
     def _check_body_id(serializer: ExecutionSessionSerializer, session_id: SessionId) -> None:
@@ -480,6 +516,12 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             user.pk,
             extra={"session_id": str(session_id), "user_id": user.pk, "action": action},
         )
+
+
+@functools.cache
+def _stores(alias: str, model: type[ExecutionSession], native_async: bool) -> DjangoSessionStore:
+    """One store per database alias, model and ``NATIVE_ASYNC``: a store is stateless past its path."""
+    return DjangoSessionStore(alias, model=model, native_async=native_async)
 
 
 async def _rendered(response: HttpResponseBase) -> HttpResponseBase:
