@@ -21,6 +21,7 @@ from django.db import connection
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from sessions_app.api import policies
@@ -105,6 +106,30 @@ async def test_put_get_delete_answer_as_the_synchronous_view(operator):
     assert (await operator("delete", url(SID))).status_code == 204  # absent is fine
     assert (await operator("get", url(SID))).status_code == 404
     assert await sync_to_async(stored)(SID) is None
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", "application/json; indent=4", "*/*; indent=2"])
+async def test_json_answers_are_drfs_rendering_byte_for_byte(operator, accept, monkeypatch):
+    """``answer()`` renders JSON itself; status, bytes and headers are what a DRF ``Response`` gives."""
+    from sessions_app.api.views import ExecutionSessionViewSet
+
+    headers = {} if accept is None else {"Accept": accept}
+
+    async def answers() -> list[tuple]:
+        calls = [
+            await operator("put", url(SID), {"agent_id": 9, "started_at_ns": 2**64 - 1}, **headers),
+            await operator("put", url(SID), {"agent_id": 9, "started_at_ns": 2**64 - 1}, **headers),
+            await operator("get", url(SID), **headers),
+            await operator("delete", url(SID), **headers),
+        ]
+        return [(a.status_code, a.content, a.get("Content-Type"), a["Vary"], a["Allow"]) for a in calls]
+
+    ours = await answers()
+    assert [status for status, *_ in ours] == [201, 200, 200, 204]
+    monkeypatch.setattr(
+        ExecutionSessionViewSet, "answer", lambda self, data, status=200: Response(data, status=status)
+    )
+    assert await answers() == ours
 
 
 async def test_head_and_options_answer(operator):

@@ -198,3 +198,109 @@ def test_a_login_elsewhere_keeps_the_cached_answers(viewer, session_url, django_
         update_last_login(None, user)
     assert callbacks == []
     assert queries_of(client, session_url) == (200, 1)
+
+
+# -- answers kept in memory (auth_cache._decoded) ------------------------------------------
+
+
+def counting(answer):
+    """A lookup that counts how often the database would be asked."""
+    calls = []
+
+    def look_up():
+        calls.append(1)
+        return answer
+
+    return look_up, calls
+
+
+def test_an_answer_in_memory_follows_the_cache_generation():
+    """Clearing the cache (or losing its generation) retires the answers this process remembers."""
+    look_up, calls = counting("granted")
+    assert auth_cache.cached("perms", ("user", 2), look_up) == "granted"
+    assert auth_cache.cached("perms", ("user", 2), look_up) == "granted"
+    assert len(calls) == 1
+    caches["default"].clear()
+    assert auth_cache.cached("perms", ("user", 2), look_up) == "granted"
+    assert len(calls) == 2
+
+
+def test_an_answer_in_memory_expires_with_its_cache_entry(monkeypatch):
+    clock = SettableClock()
+    monkeypatch.setattr(auth_cache, "time", clock)
+    look_up, calls = counting("granted")
+    auth_cache.cached("perms", ("user", 3), look_up)
+    clock.now += 29.5
+    auth_cache.cached("perms", ("user", 3), look_up)
+    assert len(calls) == 1
+    clock.now += 1
+    auth_cache.cached("perms", ("user", 3), look_up)
+    assert len(calls) == 2
+
+
+def test_an_entry_of_another_shape_is_a_miss_not_an_error():
+    """An older release stored ``(generation, answer)``; such entries are looked up again."""
+    look_up, calls = counting("fresh")
+    generation = "old-release-generation"
+    caches["default"].set(auth_cache.GENERATION_KEY, generation, None)
+    caches["default"].set(auth_cache.cache_key("perms", "user", 4), (generation, "stale"), 30)
+    assert auth_cache.cached("perms", ("user", 4), look_up) == "fresh"
+    assert len(calls) == 1
+
+
+def test_the_answers_in_memory_are_bounded(monkeypatch):
+    monkeypatch.setattr(auth_cache, "DECODED_LIMIT", 3)
+    monkeypatch.setattr(auth_cache, "_decoded", {})
+    for user in range(10):
+        look_up, _ = counting(f"answer {user}")
+        assert auth_cache.cached("perms", ("user", user), look_up) == f"answer {user}"
+        assert len(auth_cache._decoded) <= 3
+    look_up, calls = counting("answer 9")
+    assert auth_cache.cached("perms", ("user", 9), look_up) == "answer 9"  # from memory or the cache
+    assert calls == []
+
+
+def test_a_generation_set_by_another_process_retires_the_answers_in_memory(settings):
+    """With a cache shared by processes (Redis), a change elsewhere retires this process's answers."""
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis server at 127.0.0.1:6379")
+    settings.CACHES = {
+        **settings.CACHES,
+        "shared": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/12",
+        },
+    }
+    settings.SESSIONS_APP = {"AUTH_CACHE_ALIAS": "shared"}
+    caches["shared"].clear()
+    look_up, calls = counting("granted")
+    auth_cache.cached("perms", ("user", 5), look_up)
+    auth_cache.cached("perms", ("user", 5), look_up)
+    assert len(calls) == 1
+    # Another process: its own connection to the same Redis, a new generation.
+    other_process_cache = caches.create_connection("shared")
+    other_process_cache.set(auth_cache.GENERATION_KEY, "changed elsewhere", None)
+    auth_cache.cached("perms", ("user", 5), look_up)
+    assert len(calls) == 2
+    caches["shared"].clear()
+
+
+def test_each_request_gets_a_user_object_of_its_own(viewer):
+    """The remembered user is shared by the process; Django caches permissions on a request's user."""
+    from rest_framework.test import APIRequestFactory
+
+    from sessions_app.api.authentication import CachedTokenAuthentication
+
+    user, token, _ = viewer
+    authentication = CachedTokenAuthentication()
+    request = APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    first, _ = authentication.authenticate(request)
+    assert first.has_perm("sessions_app.view_executionsession")  # fills first's permission cache
+    second, second_token = authentication.authenticate(request)
+    assert (first.pk, second.pk, second_token.key) == (user.pk, user.pk, token.key)
+    assert second is not first
+    assert not hasattr(second, "_perm_cache")

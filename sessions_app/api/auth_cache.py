@@ -51,8 +51,10 @@ T = TypeVar("T")
 GENERATION_KEY = "sessions_app:auth:generation"
 _PREFIX = "sessions_app:auth:"
 
-# key -> (generation, deadline, answer): the entries this process has read or stored.
-_decoded: dict[str, tuple[Any, float, Any]] = {}
+# (kind, parts) -> (generation, deadline, answer): the entries this process
+# has read or stored. Keyed by the parts themselves, not their digest: on a
+# hit no hash is computed, and nothing of it leaves the process.
+_decoded: dict[tuple[str, tuple[object, ...]], tuple[Any, float, Any]] = {}
 # A bound on _decoded: past it, expired entries go, and all of them if none had expired.
 DECODED_LIMIT = 10_000
 
@@ -68,23 +70,26 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
     timeout = app_settings.AUTH_CACHE_TIMEOUT
     if not timeout:
         return compute()
-    key = cache_key(kind, *parts)
+    name = (kind, parts)
     try:
         cache = cache_for(app_settings.AUTH_CACHE_ALIAS)
-        if key in _decoded:
+        if name in _decoded:
+            # Only the generation from the cache; the answer is in memory.
             generation = cache.get(GENERATION_KEY)
-            entry = _decoded.get(key)
-            if not _valid(entry, generation):
-                entry = cache.get(key)
+            entry = _decoded.get(name)
+            if _valid(entry, generation):
+                return entry[2]  # type: ignore[index,no-any-return]
+            key = cache_key(kind, *parts)
+            entry = cache.get(key)
         else:
+            key = cache_key(kind, *parts)
             found = cache.get_many([GENERATION_KEY, key])
-            generation = found.get(GENERATION_KEY)
-            entry = found.get(key)
+            generation, entry = found.get(GENERATION_KEY), found.get(key)
     except Exception as exc:
         logger.warning("session API: auth cache unavailable, asking the database: %s", exc)
         return compute()
     if _valid(entry, generation):
-        _remember(key, entry)
+        _remember(name, entry)
         return entry[2]  # type: ignore[index,no-any-return]
     if generation is None:
         # First use, or the cache lost the key: start a generation no old
@@ -107,7 +112,7 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
         except Exception as exc:
             logger.warning("session API: auth cache unavailable, not storing: %s", exc)
         else:
-            _remember(key, entry)
+            _remember(name, entry)
     return value
 
 
@@ -125,16 +130,16 @@ def _valid(entry: object, generation: object) -> bool:
     )
 
 
-def _remember(key: str, entry: tuple[Any, float, Any]) -> None:
-    if _decoded.get(key) is entry:
+def _remember(name: tuple[str, tuple[object, ...]], entry: tuple[Any, float, Any]) -> None:
+    if _decoded.get(name) is entry:
         return
     if len(_decoded) >= DECODED_LIMIT:
         now = time.time()
-        for stale in [stored for stored, (_, deadline, _) in list(_decoded.items()) if deadline <= now]:
+        for stale in [stored for stored, kept in list(_decoded.items()) if kept[1] <= now]:
             _decoded.pop(stale, None)
         if len(_decoded) >= DECODED_LIMIT:
             _decoded.clear()
-    _decoded[key] = entry
+    _decoded[name] = entry
 
 
 def new_generation() -> None:

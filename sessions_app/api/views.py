@@ -480,11 +480,13 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     def answer(self, data: Any, status: int = status.HTTP_200_OK) -> HttpResponseBase:
         """``Response(data, status)``, rendered now when JSON was negotiated.
 
-        The same bytes and headers as DRF's rendering (its renderer is
-        called, with DRF's content-type rule), in a plain ``HttpResponse``:
-        Django renders a DRF ``Response`` in a worker thread under ASGI, and
-        building one costs more than the rest of a cached ``GET``'s Python
-        code. Any other renderer (the browsable API's) gets DRF's ``Response``.
+        The same status, bytes and headers as DRF's ``Response`` (its
+        renderer is called, with DRF's content-type rule; tested), in a
+        plain ``HttpResponse``: Django would render a DRF ``Response`` in a
+        worker thread under ASGI, so the async route used to render it and
+        copy it into one; now neither the copy nor the template-response
+        machinery is built. Any other renderer (the browsable API's) gets
+        DRF's ``Response``. Override this to change every answer's form.
         """
         renderer = getattr(self.request, "accepted_renderer", None)
         if not isinstance(renderer, JSONRenderer):
