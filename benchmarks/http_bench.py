@@ -1,6 +1,7 @@
 """The HTTP API under uvicorn, loaded by wrk from a second process.
 
-Measures requests/s and p50/p99 latency at 32 connections for
+Measures requests/s, p50/p99 latency and the ratio to the baseline (the
+median of the ratios within each repetition) at 32 connections for
 ``GET``, ``PUT`` and ``DELETE /api/sessions/{id}/``, and for the baseline: a
 bare async Django view returning the same record as JSON
 (``benchmarks/urls.py``), served by the same server in the same run; once
@@ -131,18 +132,27 @@ def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repet
         }
         for url, request_body, method in targets.values():
             wrk(url, token, 1, request_body, method)  # warm-up: connections, prepared statements
-        # Repetitions interleave the targets, so a drift of the machine's
-        # speed during the run weighs on every row alike.
+        # Repetitions interleave the targets, every other one in reverse
+        # order, so a drift of the machine's speed during the run weighs on
+        # every row alike; each row's ratio to the bare view is the median
+        # of its ratios within a repetition (paired, as the drift between
+        # repetitions is larger than the difference measured here).
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-        for _ in range(repetitions):
-            for name, (url, request_body, method) in targets.items():
+        for repetition in range(repetitions):
+            order = list(targets.items())
+            for name, (url, request_body, method) in order if repetition % 2 == 0 else reversed(order):
                 runs[name].append(wrk(url, token, seconds, request_body, method))
+        bare = [run["requests_per_s"] for run in runs["bare async view GET"]]
         for name, measured in runs.items():
             median = {key: statistics.median(run[key] for run in measured) for key in measured[0]}
             median["non_2xx"] = sum(run["non_2xx"] for run in measured)
+            paired = [run["requests_per_s"] / base for run, base in zip(measured, bare, strict=True)]
+            median["vs_bare"] = statistics.median(paired)
             rows.append({"row": name + suffix, **median})
-            print(f"  {name + suffix:44} {median['requests_per_s']:8.0f} req/s  p50 {median['p50_ms']:.2f} ms"
-                  f"  p99 {median['p99_ms']:.2f} ms  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
+            print(f"  {name + suffix:44} {median['requests_per_s']:8.0f} req/s"
+                  f" ({median['vs_bare']:.2f}x bare)"
+                  f"  p50 {median['p50_ms']:.2f} ms  p99 {median['p99_ms']:.2f} ms"
+                  f"  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -152,7 +162,7 @@ def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repet
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--repetitions", type=int, default=5)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("RESULT " + json.dumps({"skipped": "wrk is not installed (apt-get install wrk)"}))
