@@ -37,7 +37,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from django.db import router, transaction
 
@@ -78,7 +78,7 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
             generation = cache.get(GENERATION_KEY)
             entry = _decoded.get(name)
             if _valid(entry, generation):
-                return entry[2]  # type: ignore[index,no-any-return]
+                return entry[2]  # type: ignore[no-any-return]
             key = cache_key(kind, *parts)
             entry = cache.get(key)
         else:
@@ -90,7 +90,7 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
         return compute()
     if _valid(entry, generation):
         _remember(name, entry)
-        return entry[2]  # type: ignore[index,no-any-return]
+        return entry[2]  # type: ignore[no-any-return]
     if generation is None:
         # First use, or the cache lost the key: start a generation no old
         # entry can carry.
@@ -116,7 +116,7 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
     return value
 
 
-def _valid(entry: object, generation: object) -> bool:
+def _valid(entry: object, generation: object) -> TypeGuard[tuple[Any, float, Any]]:
     """Whether ``entry`` is a ``(generation, deadline, answer)`` of this generation, not yet expired.
 
     Anything else (another shape, as an older release stored) is a miss.

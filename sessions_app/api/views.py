@@ -324,10 +324,11 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             response = await self._async_handler(drf_request)(drf_request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
-        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
+        # DRF finalizes any HttpResponseBase (it asserts as much); its stubs say Response.
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)  # type: ignore[arg-type]
         return await _rendered(self.response)
 
-    def _async_handler(self, request: Request) -> Callable[..., Coroutine[Any, Any, Response]]:
+    def _async_handler(self, request: Request) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
         native = {"retrieve": self.aretrieve, "update": self.aupdate, "destroy": self.adestroy}
         if self.action in native:
             return native[self.action]
@@ -443,7 +444,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         ],
     )
     @action(detail=False, methods=["post"], url_path="bulk-save", parser_classes=[SafeJSONParser])
-    def bulk_save(self, request: Request) -> Response:
+    def bulk_save(self, request: Request) -> HttpResponseBase:
         records = records_from(request.data, app_settings.MAX_BULK)
         saved = self.store.save_many(records)
         if saved:
@@ -457,7 +458,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         examples=[OpenApiExample("one id", request_only=True, value={"session_ids": [_EXAMPLE_ID]})],
     )
     @action(detail=False, methods=["post"], url_path="bulk-load", parser_classes=[SafeJSONParser])
-    def bulk_load(self, request: Request) -> Response:
+    def bulk_load(self, request: Request) -> HttpResponseBase:
         found = self.store.load_many(ids_from(request.data, app_settings.MAX_BULK))
         return self.answer({"sessions": [record_json(record) for record in found.values()]})
 
@@ -468,7 +469,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         examples=[OpenApiExample("one id", request_only=True, value={"session_ids": [_EXAMPLE_ID]})],
     )
     @action(detail=False, methods=["post"], url_path="bulk-delete", parser_classes=[SafeJSONParser])
-    def bulk_delete(self, request: Request) -> Response:
+    def bulk_delete(self, request: Request) -> HttpResponseBase:
         ids = ids_from(request.data, app_settings.MAX_BULK)
         deleted = self.store.delete_many(ids)
         if ids:
