@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.request import Request
 
@@ -47,6 +49,11 @@ class CachedTokenAuthentication(TokenAuthentication):
         return answer
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        if "\x00" in key:
+            # No token holds NUL, and PostgreSQL refuses to compare a text
+            # with one (a database error, a 500): refused as DRF refuses an
+            # unknown key.
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
         look_up = super().authenticate_credentials
         user, token = auth_cache.cached("token", (key,), lambda: look_up(key))
         # The cached pair is shared by every request with this token; each
