@@ -51,8 +51,8 @@ class CachedTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         if "\x00" in key:
             # No token holds NUL, and PostgreSQL refuses to compare a text
-            # with one (a database error, a 500): refused as DRF refuses an
-            # unknown key.
+            # with one (a database error, which the API answered 503):
+            # refused as DRF refuses an unknown key.
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         look_up = super().authenticate_credentials
         user, token = auth_cache.cached("token", (key,), lambda: look_up(key))
