@@ -43,7 +43,9 @@ MAX_BACKOFF = 5.0
 class HttpSessionStore(SessionStore):
     """A ``SessionStore`` that speaks to ``sessions_app``'s REST API at ``url`` (the sessions collection).
 
-    ``token`` is sent as ``Authorization: Token ...``; ``timeout`` bounds each
+    ``token`` is sent as ``Authorization: Token ...`` (a user's DRF token),
+    ``api_key`` as ``Authorization: Api-Key ...`` (an agent key, scoped to
+    its agents: ``manage.py create_agent_key``); give one or neither. ``timeout`` bounds each
     attempt, in seconds; ``client`` reuses an ``httpx.AsyncClient`` of yours
     (which this store then does not close). Batch calls are split into
     requests of at most ``bulk_limit`` records, the server's
@@ -55,11 +57,14 @@ class HttpSessionStore(SessionStore):
         url: str,
         *,
         token: str | None = None,
+        api_key: str | None = None,
         timeout: float = 10.0,
         retries: int = 2,
         client: httpx.AsyncClient | None = None,
         bulk_limit: int = 10_000,
     ) -> None:
+        if token and api_key:
+            raise ValueError("token and api_key are two ways to authenticate: give one of them, not both")
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, got {retries}")
         if bulk_limit < 1:
@@ -71,6 +76,8 @@ class HttpSessionStore(SessionStore):
         self._headers = {"Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Token {token}"
+        elif api_key:
+            self._headers["Authorization"] = f"Api-Key {api_key}"
         self._own_client = client is None
         self._client = client
 
