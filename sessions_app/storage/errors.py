@@ -25,3 +25,17 @@ class SerializationError(StorageError):
 
 class ConflictError(StorageError):
     """A uniqueness or optimistic-concurrency rule was violated."""
+
+
+class OutOfScope(ConflictError):
+    """A write of a store scoped to some agents met a session of another agent.
+
+    The row-level rule (``DjangoSessionStore.for_agents``): another agent's
+    session is invisible to reads and deletes, and a write that would
+    overwrite it is refused with this error, nothing written.
+    ``session_ids`` are the ids found under other agents.
+    """
+
+    def __init__(self, message: str, session_ids: tuple[bytes, ...] = ()) -> None:
+        super().__init__(message)
+        self.session_ids = session_ids

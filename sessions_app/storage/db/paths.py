@@ -34,8 +34,10 @@ class AsyncPath(Protocol):
     ``execute`` and ``fetchone`` run one statement in autocommit mode;
     ``fetchall`` runs selects and joins their rows; ``in_transaction`` runs
     statements in one transaction, all or nothing, and returns the rows
-    they touched. All of them are safe to retry: the store's statements are
-    idempotent.
+    they touched; then, in the same transaction, the selects
+    ``refuse_if_found``: if any finds a row, it rolls back and raises
+    ``OutOfScope`` naming the ids found (``sql.check_refusals``). All of
+    them are safe to retry: the store's statements are idempotent.
     """
 
     name: str
@@ -46,7 +48,9 @@ class AsyncPath(Protocol):
 
     async def fetchall(self, statements: Sequence[Statement]) -> list[Row]: ...
 
-    async def in_transaction(self, statements: Sequence[Statement]) -> int: ...
+    async def in_transaction(
+        self, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
+    ) -> int: ...
 
     async def aclose(self) -> None:
         """Release what the path holds for the calling event loop; it reopens on the next call."""

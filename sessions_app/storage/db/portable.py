@@ -21,7 +21,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 
 from .errors import DRIVER_ERRORS, TRANSIENT_RETRIES, is_transient, translated
-from .sql import Row, Statement
+from .sql import Row, Statement, check_refusals
 
 logger = logging.getLogger("sessions_app.storage")
 
@@ -78,10 +78,20 @@ class CursorRunner:
 
         return self.run(fetch)
 
-    def in_transaction(self, statements: Sequence[Statement]) -> int:
-        return self.run(
-            lambda cursor: sum(_execute(cursor, statement) for statement in statements), atomic=True
-        )
+    def in_transaction(
+        self, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
+    ) -> int:
+        def work(cursor: CursorWrapper) -> int:
+            touched = sum(_execute(cursor, statement) for statement in statements)
+            if refuse_if_found:
+                found: list[Row] = []
+                for statement in refuse_if_found:
+                    cursor.execute(*statement)
+                    found.extend(tuple(row) for row in cursor.fetchall())
+                check_refusals(found)  # raising rolls the atomic block back
+            return touched
+
+        return self.run(work, atomic=True)
 
 
 def _execute(cursor: CursorWrapper, statement: Statement) -> int:

@@ -58,7 +58,7 @@ from psycopg.pq import TransactionStatus
 
 from ..metrics import pool_changed
 from .errors import TRANSIENT_RETRIES, is_transient, translated
-from .sql import Row, Statement
+from .sql import Row, Statement, check_refusals
 
 logger = logging.getLogger("sessions_app.storage")
 
@@ -347,8 +347,10 @@ class PostgresPath:
     async def fetchall(self, statements: Sequence[Statement]) -> list[Row]:
         return await self.run(lambda conn: _fetchall(conn, statements))
 
-    async def in_transaction(self, statements: Sequence[Statement]) -> int:
-        return await self.run(lambda conn: _in_transaction(conn, statements))
+    async def in_transaction(
+        self, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
+    ) -> int:
+        return await self.run(lambda conn: _in_transaction(conn, statements, refuse_if_found))
 
     async def aclose(self) -> None:
         """Close the calling event loop's pool, server-side; the next call opens a new one."""
@@ -375,12 +377,16 @@ async def _fetchall(conn: Connection, statements: Sequence[Statement]) -> list[R
     return rows
 
 
-async def _in_transaction(conn: Connection, statements: Sequence[Statement]) -> int:
+async def _in_transaction(
+    conn: Connection, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
+) -> int:
     touched = 0
     async with conn.transaction():
         for sql, params in statements:
             cursor = await conn.execute(sql, params)
             touched += cursor.rowcount
+        if refuse_if_found:
+            check_refusals(await _fetchall(conn, refuse_if_found))  # raising rolls back
     return touched
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 from django.db import connections
 from django.db.models import Field
 
-from ..errors import SerializationError
+from ..errors import OutOfScope, SerializationError
 from ..types import SessionId, SessionRecord, decode_unsigned, encode_unsigned
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ Params = Sequence[Param]
 Row = tuple[object, ...]
 Item = TypeVar("Item", SessionRecord, bytes)
 Statement = tuple[str, Params]
+Agents = tuple[int, ...]
+"""The agent ids a scoped store may see (``DjangoSessionStore.for_agents``); ``None``: every agent."""
 
 # Rows per statement where a batch lists its rows: 3 parameters a row stays
 # under every supported database's parameter limit (999 on SQLite before
@@ -55,13 +57,14 @@ class SessionSQL:
         """One atomic upsert, never read-then-write."""
         return self._insert_sql(1) + self.upsert_suffix, record_params(record)
 
-    def load(self, session_id: SessionId) -> Statement:
-        """Select ``(agent_id, stored start)`` by primary key."""
+    def load(self, session_id: SessionId, agents: Agents | None = None) -> Statement:
+        """Select ``(agent_id, stored start)`` by primary key (and, scoped, only among ``agents``)."""
         sql = f"SELECT {self.agent_id}, {self.started_at_ns} FROM {self.table} WHERE {self.session_id} = %s"
-        return sql, (bytes(session_id),)
+        return self._scoped((sql, (bytes(session_id),)), agents)
 
-    def delete(self, session_id: SessionId) -> Statement:
-        return f"DELETE FROM {self.table} WHERE {self.session_id} = %s", (bytes(session_id),)
+    def delete(self, session_id: SessionId, agents: Agents | None = None) -> Statement:
+        sql = f"DELETE FROM {self.table} WHERE {self.session_id} = %s"
+        return self._scoped((sql, (bytes(session_id),)), agents)
 
     # -- beyond the contract -------------------------------------------------
 
@@ -75,27 +78,30 @@ class SessionSQL:
             return self._insert_sql(1).replace("INSERT INTO", "INSERT IGNORE INTO", 1), record_params(record)
         return self._insert_sql(1) + f" ON CONFLICT ({self.session_id}) DO NOTHING", record_params(record)
 
-    def update(self, record: SessionRecord) -> Statement:
+    def update(self, record: SessionRecord, agents: Agents | None = None) -> Statement:
         session_id, agent_id, stored_start = record_params(record)
         assignments = f"{self.agent_id} = %s, {self.started_at_ns} = %s"
-        return f"UPDATE {self.table} SET {assignments} WHERE {self.session_id} = %s", (
-            agent_id,
-            stored_start,
-            session_id,
-        )
+        sql = f"UPDATE {self.table} SET {assignments} WHERE {self.session_id} = %s"
+        return self._scoped((sql, (agent_id, stored_start, session_id)), agents)
 
-    def upsert_reporting_insert(self, record: SessionRecord) -> Statement | None:
+    def upsert_reporting_insert(
+        self, record: SessionRecord, agents: Agents | None = None
+    ) -> Statement | None:
         """PostgreSQL only: the upsert, answering one row ``(created,)``.
 
         ``xmax`` is 0 on a row version that an ``INSERT`` created and holds
         the updating transaction's id when ``ON CONFLICT`` updated it: the
         usual PostgreSQL idiom for telling the two apart in one statement.
+        Scoped to ``agents``, an id stored under another agent is left
+        alone (the ``WHERE`` of ``DO UPDATE`` is checked on the locked row)
+        and the statement answers no row.
         """
         if self.vendor != "postgresql":
             return None
-        return self._insert_sql(1) + self.upsert_suffix + " RETURNING (xmax = 0)", record_params(record)
+        suffix, extra = self.upsert_suffix_for(agents)
+        return self._insert_sql(1) + suffix + " RETURNING (xmax = 0)", (*record_params(record), *extra)
 
-    def insert_then_update(self, record: SessionRecord) -> list[Statement]:
+    def insert_then_update(self, record: SessionRecord, agents: Agents | None = None) -> list[Statement]:
         """The upsert as two statements for one transaction, where no one statement reports both.
 
         The insert touches a row only if the id was absent; the update then
@@ -103,8 +109,39 @@ class SessionSQL:
         the transaction touched 2 rows if it created the record, 1 if it
         replaced it. The first statement is a write, so the transaction holds
         the write lock (SQLite) or the row lock (MySQL) from its start.
+        Scoped to ``agents`` (which hold the record's own agent), the update
+        skips an id stored under another agent: 0 rows touched, nothing
+        written.
         """
-        return [self.insert_if_absent(record), self.update(record)]
+        return [self.insert_if_absent(record), self.update(record, agents)]
+
+    def upsert_suffix_for(self, agents: Agents | None) -> tuple[str, Params]:
+        """The upsert's conflict clause; scoped, it never overwrites a row of an agent outside ``agents``."""
+        if agents is None:
+            return self.upsert_suffix, ()
+        if self.vendor == "mysql":
+            # No WHERE on ON DUPLICATE KEY UPDATE: each column keeps its value
+            # unless the stored agent is in scope. Assignments run left to
+            # right, so the start is decided before the agent changes.
+            condition, params = self._agent_in(agents)
+            keep = ", ".join(
+                f"{column} = IF({condition}, VALUES({column}), {column})"
+                for column in (self.started_at_ns, self.agent_id)
+            )
+            return f" ON DUPLICATE KEY UPDATE {keep}", (*params, *params)
+        condition, params = self._agent_in(agents, qualified=True)
+        return f"{self.upsert_suffix} WHERE {condition}", params
+
+    def foreign_among(self, session_ids: Sequence[bytes], agents: Agents) -> list[Statement]:
+        """Selects of the ids among ``session_ids`` stored under an agent outside ``agents``."""
+        condition, params = self._agent_in(agents)
+        select = f"SELECT {self.session_id} FROM {self.table}"
+
+        def statement(chunk: Sequence[bytes]) -> Statement:
+            sql, ids = self._where_id_in(select, chunk)
+            return f"{sql} AND NOT ({condition})", (*ids, *params)
+
+        return self._batches(session_ids, statement)
 
     def count_before(self, cutoff_ns: int) -> Statement:
         sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.started_at_ns} < %s"
@@ -126,26 +163,31 @@ class SessionSQL:
     def uses_arrays(self) -> bool:
         return self.vendor == "postgresql"
 
-    def save_batches(self, records: Sequence[SessionRecord]) -> list[Statement]:
-        """Upserts of every record; the ids must be unique (one statement may not touch a row twice)."""
+    def save_batches(self, records: Sequence[SessionRecord], agents: Agents | None = None) -> list[Statement]:
+        """Upserts of every record; the ids must be unique (one statement may not touch a row twice).
+
+        Scoped to ``agents``, a row of another agent is left as it was; run
+        ``foreign_among`` after them in the same transaction to refuse the batch.
+        """
+        suffix, extra = self.upsert_suffix_for(agents)
         if self.uses_arrays:
             sql = (
                 f"INSERT INTO {self.table} ({self.session_id}, {self.agent_id}, {self.started_at_ns}) "
-                f"SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[]){self.upsert_suffix}"
+                f"SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[]){suffix}"
             )
-            return self._batches(records, lambda chunk: (sql, column_params(chunk)))
+            return self._batches(records, lambda chunk: (sql, (*column_params(chunk), *extra)))
         return self._batches(
-            records, lambda chunk: (self._insert_sql(len(chunk)) + self.upsert_suffix, flat_params(chunk))
+            records, lambda chunk: (self._insert_sql(len(chunk)) + suffix, [*flat_params(chunk), *extra])
         )
 
-    def load_batches(self, session_ids: Sequence[bytes]) -> list[Statement]:
-        """Selects of ``(session_id, agent_id, stored start)`` rows for the ids."""
+    def load_batches(self, session_ids: Sequence[bytes], agents: Agents | None = None) -> list[Statement]:
+        """Selects of ``(session_id, agent_id, stored start)`` rows for the ids (scoped: among ``agents``)."""
         select = f"SELECT {self.session_id}, {self.agent_id}, {self.started_at_ns} FROM {self.table}"
-        return self._batches(session_ids, lambda chunk: self._where_id_in(select, chunk))
+        return self._batches(session_ids, lambda ids: self._scoped(self._where_id_in(select, ids), agents))
 
-    def delete_batches(self, session_ids: Sequence[bytes]) -> list[Statement]:
+    def delete_batches(self, session_ids: Sequence[bytes], agents: Agents | None = None) -> list[Statement]:
         delete = f"DELETE FROM {self.table}"
-        return self._batches(session_ids, lambda chunk: self._where_id_in(delete, chunk))
+        return self._batches(session_ids, lambda ids: self._scoped(self._where_id_in(delete, ids), agents))
 
     def _batches(
         self, items: Sequence[Item], statement: Callable[[Sequence[Item]], Statement]
@@ -157,6 +199,22 @@ class SessionSQL:
         if self.uses_arrays:
             return f"{head} WHERE {self.session_id} = ANY(%s::bytea[])", (list(ids),)
         return f"{head} WHERE {self.session_id} IN ({', '.join(['%s'] * len(ids))})", ids
+
+    def _agent_in(self, agents: Agents, *, qualified: bool = False) -> tuple[str, Params]:
+        """``agent_id`` among ``agents``, as a condition and its parameters (no agents: false)."""
+        column = f"{self.table}.{self.agent_id}" if qualified else self.agent_id
+        if not agents:
+            return "1 = 0", ()
+        if self.uses_arrays:
+            return f"{column} = ANY(%s::bigint[])", (list(agents),)
+        return f"{column} IN ({', '.join(['%s'] * len(agents))})", agents
+
+    def _scoped(self, statement: Statement, agents: Agents | None) -> Statement:
+        """``statement`` (which ends in a ``WHERE``) limited to rows of ``agents``; ``None``: unchanged."""
+        if agents is None:
+            return statement
+        condition, params = self._agent_in(agents)
+        return f"{statement[0]} AND {condition}", (*statement[1], *params)
 
     def _insert_sql(self, rows: int) -> str:
         columns = f"{self.session_id}, {self.agent_id}, {self.started_at_ns}"
@@ -213,6 +271,14 @@ def flat_params(records: Sequence[SessionRecord]) -> list[Param]:
     for record in records:
         params.extend(record_params(record))
     return params
+
+
+def check_refusals(found: Sequence[Row]) -> None:
+    """Raise ``OutOfScope`` naming the ids of ``found`` rows, if any (a path's ``refuse_if_found``)."""
+    if found:
+        ids = tuple(bytes(row[0]) for row in found if isinstance(row[0], (bytes, bytearray, memoryview)))
+        shown = ", ".join(str(SessionId(session_id)) for session_id in ids[:5])
+        raise OutOfScope(f"stored under an agent outside the scope: {shown}", ids)
 
 
 def dedupe_last_wins(records: Iterable[SessionRecord]) -> list[SessionRecord]:

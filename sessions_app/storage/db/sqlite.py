@@ -39,7 +39,7 @@ from typing import TypeVar, cast
 from django.db import connections
 
 from .errors import translated
-from .sql import Row, Statement
+from .sql import Row, Statement, check_refusals
 
 T = TypeVar("T")
 
@@ -166,8 +166,12 @@ class SQLitePath:
     async def fetchall(self, statements: Sequence[Statement]) -> list[Row]:
         return await self.worker.call(lambda connection: _fetch_all(connection, statements))
 
-    async def in_transaction(self, statements: Sequence[Statement]) -> int:
-        return await self.worker.call(lambda connection: _in_transaction(connection, statements))
+    async def in_transaction(
+        self, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
+    ) -> int:
+        return await self.worker.call(
+            lambda connection: _in_transaction(connection, statements, refuse_if_found)
+        )
 
     async def aclose(self) -> None:
         """Close the thread's connection; the next call opens a new one."""
@@ -186,7 +190,9 @@ def _fetch_all(connection: sqlite3.Connection, statements: Sequence[Statement]) 
     return rows
 
 
-def _in_transaction(connection: sqlite3.Connection, statements: Sequence[Statement]) -> int:
+def _in_transaction(
+    connection: sqlite3.Connection, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
+) -> int:
     # IMMEDIATE takes the write lock up front, so the batch cannot fail
     # half-way for want of it; any error rolls the whole batch back.
     connection.execute("BEGIN IMMEDIATE")
@@ -194,6 +200,7 @@ def _in_transaction(connection: sqlite3.Connection, statements: Sequence[Stateme
     try:
         for sql, params in statements:
             touched += connection.execute(_qmark(sql), params).rowcount
+        check_refusals(_fetch_all(connection, refuse_if_found) if refuse_if_found else [])
     except BaseException:
         connection.execute("ROLLBACK")
         raise
