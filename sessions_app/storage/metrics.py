@@ -131,3 +131,15 @@ def pool_changed(opened: int = 0, lent: int = 0) -> None:
         _pool_open.inc(opened)
     if lent:
         _pool_in_use.inc(lent)
+
+
+def pool_gauges_reset() -> None:
+    """In a child made by ``os.fork()``: no pooled connection is this process' own.
+
+    Set, not decremented: in multiprocess mode the child's gauges already
+    start from 0 (a file of its own), so subtracting the parent's inherited
+    counts would take them below 0; in a single process they hold the
+    parent's counts, which no longer apply.
+    """
+    _pool_open.set(0)
+    _pool_in_use.set(0)

@@ -56,7 +56,7 @@ from psycopg import sql as psycopg_sql
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
-from ..metrics import pool_changed
+from ..metrics import pool_changed, pool_gauges_reset
 from .errors import TRANSIENT_RETRIES, is_transient, translated
 from .sql import Row, Statement, check_refusals
 
@@ -127,6 +127,7 @@ class LeanPool:
         self.size = size
         self.wait_timeout = wait_timeout
         self.closed = False
+        self.disowned = False
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()  # idle or lent
         self._opening = 0
@@ -159,13 +160,22 @@ class LeanPool:
             try:
                 handed = await asyncio.wait_for(waiter, self.wait_timeout)
             except TimeoutError:
-                raise psycopg.OperationalError(
-                    f"all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
-                ) from None
+                # Python 3.12+ raises TimeoutError even when the waiter was
+                # handed a connection (or room to open one) in the loop
+                # iteration in which the timeout fell due: take what it got.
+                if True:
+                    raise psycopg.OperationalError(
+                        f"all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
+                    ) from None
+                handed = waiter.result()
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and (conn_or_none := waiter.result()):
-                    pool_changed(lent=1)
-                    self.release(conn_or_none)  # handed over just as we were cancelled
+                if waiter.done() and not waiter.cancelled():
+                    # Handed over just as we were cancelled: pass it on.
+                    if (conn_or_none := waiter.result()) is not None:
+                        pool_changed(lent=1)
+                        self.release(conn_or_none)
+                    else:
+                        self._wake_one(None)
                 raise
             if handed is not None:
                 pool_changed(lent=1)
@@ -186,6 +196,8 @@ class LeanPool:
         return conn
 
     def release(self, conn: Connection) -> None:
+        if self.disowned:  # lent before a fork: this process never counted it
+            return
         pool_changed(lent=-1)
         if self.closed or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
             self._drop(conn)
@@ -232,6 +244,7 @@ class LeanPool:
     def disown(self) -> None:
         """In a forked child: let every inherited connection go without ending the parent's session."""
         self.closed = True
+        self.disowned = True
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
             for conn in self._open:
@@ -241,7 +254,6 @@ class LeanPool:
                     conn.pgconn.finish()
         finally:
             os.close(devnull)
-        pool_changed(opened=-len(self._open), lent=-self.in_use)  # this process' copy of the counts
         self._open.clear()
         self._idle = []
         self._waiters.clear()
@@ -411,6 +423,7 @@ def _disown_after_fork() -> None:
         for pool in path.pools():
             pool.disown()
         path._pools.clear()
+    pool_gauges_reset()  # the child has no pooled connection of its own yet
 
 
 os.register_at_fork(after_in_child=_disown_after_fork)

@@ -180,6 +180,20 @@ class SessionSQL:
             records, lambda chunk: (self._insert_sql(len(chunk)) + suffix, [*flat_params(chunk), *extra])
         )
 
+    def scoped_save_batches(
+        self, records: Sequence[SessionRecord], agents: Agents | None
+    ) -> tuple[list[Statement], list[Statement]]:
+        """``save_batches`` and the guards for ``in_transaction(..., refuse_if_found=...)``.
+
+        Scoped, the upserts leave other agents' rows as they were and the
+        guards then find those ids, holding the locks the upserts took, so
+        the whole batch rolls back: a batch is saved whole or not at all.
+        """
+        statements = self.save_batches(records, agents)
+        if agents is None:
+            return statements, []
+        return statements, self.foreign_among([bytes(record.session_id) for record in records], agents)
+
     def load_batches(self, session_ids: Sequence[bytes], agents: Agents | None = None) -> list[Statement]:
         """Selects of ``(session_id, agent_id, stored start)`` rows for the ids (scoped: among ``agents``)."""
         select = f"SELECT {self.session_id}, {self.agent_id}, {self.started_at_ns} FROM {self.table}"

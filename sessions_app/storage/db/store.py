@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 from django.db import models
@@ -11,8 +12,15 @@ from ..errors import NotFound
 from ..metrics import timed_async
 from ..types import SessionId, SessionRecord, check_record
 from .paths import AsyncPath, path_for
-from .sql import SessionSQL, decode_row, dedupe_last_wins, records_by_id, unique_ids
-from .sync import PURGE_BATCH_SIZE, SyncDjangoSessionStore
+from .sql import Agents, SessionSQL, decode_row, dedupe_last_wins, records_by_id, unique_ids
+from .sync import (
+    PURGE_BATCH_SIZE,
+    SyncDjangoSessionStore,
+    check_in_scope,
+    created_or_refused,
+    refuse_scoped_purge,
+    scope_of,
+)
 
 
 class DjangoSessionStore(SessionStore):
@@ -33,8 +41,13 @@ class DjangoSessionStore(SessionStore):
     call does not join a transaction the caller opened with ``atomic()``.
     ``using`` defaults to ``SESSIONS_APP["DATABASE_ALIAS"]``. ``self.sync``
     is the same store for synchronous callers; ``aclose()`` (or ``async
-    with``) releases the calling event loop's connections.
+    with``) releases the calling event loop's connections. ``for_agents()``
+    gives the same store scoped to some agents (row-level security's rule,
+    as ``SyncDjangoSessionStore.for_agents``).
     """
+
+    #: The agents this store may see (``for_agents``); ``None``: every agent.
+    agents: Agents | None = None
 
     def __init__(
         self,
@@ -50,7 +63,15 @@ class DjangoSessionStore(SessionStore):
         self._bound: tuple[AsyncPath, SessionSQL] | None = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(using={self.using!r}, model={self.model.__name__})"
+        scope = "" if self.agents is None else f", agents={list(self.agents)}"
+        return f"{type(self).__name__}(using={self.using!r}, model={self.model.__name__}{scope})"
+
+    def for_agents(self, agent_ids: Iterable[int]) -> DjangoSessionStore:
+        """This store, seeing only the sessions of ``agent_ids``; it shares this store's path."""
+        scoped = copy.copy(self)
+        scoped.agents = scope_of(agent_ids)
+        scoped.sync = self.sync.for_agents(scoped.agents)
+        return scoped
 
     @property
     def path(self) -> AsyncPath:
@@ -72,6 +93,9 @@ class DjangoSessionStore(SessionStore):
 
     @timed_async("save")
     async def save(self, record: SessionRecord) -> None:
+        if self.agents is not None:
+            await self.upsert(record)
+            return
         record = check_record(record)
         path, sql = self._bound or self._bind()
         await path.execute(sql.save(record))
@@ -80,7 +104,7 @@ class DjangoSessionStore(SessionStore):
     async def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
         path, sql = self._bound or self._bind()
-        row = await path.fetchone(sql.load(session_id))
+        row = await path.fetchone(sql.load(session_id, self.agents))
         if row is None:
             raise NotFound(f"no session {session_id}")
         return decode_row(session_id, row[0], row[1])
@@ -89,7 +113,7 @@ class DjangoSessionStore(SessionStore):
     async def delete(self, session_id: SessionId) -> None:
         session_id = SessionId(session_id)
         path, sql = self._bound or self._bind()
-        await path.execute(sql.delete(session_id))
+        await path.execute(sql.delete(session_id, self.agents))
 
     # -- beyond the contract -------------------------------------------------
 
@@ -101,22 +125,23 @@ class DjangoSessionStore(SessionStore):
         answers both; elsewhere one transaction inserts if absent, then
         updates (``SessionSQL.insert_then_update``).
         """
-        record = check_record(record)
+        record = check_in_scope(check_record(record), self.agents)
         path, sql = self._bound or self._bind()
-        reporting = sql.upsert_reporting_insert(record)
+        reporting = sql.upsert_reporting_insert(record, self.agents)
         if reporting is not None:
             row = await path.fetchone(reporting)
-            return bool(row and row[0])
-        return await path.in_transaction(sql.insert_then_update(record)) == 2
+            return created_or_refused(row[0] if row else None, record)
+        touched = await path.in_transaction(sql.insert_then_update(record, self.agents))
+        return created_or_refused({2: True, 1: False}.get(touched), record)
 
     # -- batches -----------------------------------------------------------
 
     @timed_async("save_many")
     async def save_many(self, records: Iterable[SessionRecord]) -> None:
-        unique = dedupe_last_wins(check_record(record) for record in records)
+        unique = dedupe_last_wins(check_in_scope(check_record(record), self.agents) for record in records)
         if unique:
             path, sql = self._bound or self._bind()
-            await path.in_transaction(sql.save_batches(unique))
+            await path.in_transaction(*sql.scoped_save_batches(unique, self.agents))
 
     @timed_async("load_many")
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
@@ -124,20 +149,21 @@ class DjangoSessionStore(SessionStore):
         if not wanted:
             return {}
         path, sql = self._bound or self._bind()
-        return records_by_id(await path.fetchall(sql.load_batches(wanted)))
+        return records_by_id(await path.fetchall(sql.load_batches(wanted, self.agents)))
 
     @timed_async("delete_many")
     async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
         doomed = unique_ids(session_ids)
         if doomed:
             path, sql = self._bound or self._bind()
-            await path.in_transaction(sql.delete_batches(doomed))
+            await path.in_transaction(sql.delete_batches(doomed, self.agents))
 
     @timed_async("purge")
     async def purge_before(self, cutoff_ns: int, *, batch_size: int = PURGE_BATCH_SIZE) -> int:
         """Delete the sessions that started before ``cutoff_ns``; as ``SyncDjangoSessionStore``'s."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        refuse_scoped_purge(self.agents)
         path, sql = self._bound or self._bind()
         statement = sql.purge_batch(cutoff_ns, batch_size)
         deleted = 0
