@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -80,3 +81,40 @@ async def test_waiting_longer_than_pool_timeout_is_a_backend_error_and_the_pool_
         await store.load(SessionId.new())
     await holder
     assert await store.load_many([SessionId.new()]) == {}
+
+
+async def test_a_connection_handed_over_as_the_wait_times_out_is_not_lost(settings):
+    """The hand-over and the timeout fall due in one loop iteration (Python 3.12+ then raises TimeoutError).
+
+    The loop is blocked past the waiter's deadline with ``time.sleep``; the
+    release is queued before the blocking ends, so in the next iteration it
+    runs first and hands the connection to the waiter, and the timeout's
+    callback runs right after it, before the waiter resumes. Nothing here
+    depends on how long anything takes: the sleep only has to outlast the
+    deadline, which it always does.
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool exists on PostgreSQL only")
+    settings.SESSIONS_APP = {"POOL_SIZE": 1, "POOL_TIMEOUT": 0.5}
+    store = DjangoSessionStore()
+    pool = await store.path._pool()
+    held, _ = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    for _ in range(100):  # until the waiter is queued (a few loop turns)
+        if pool._waiters:
+            break
+        await asyncio.sleep(0)
+    assert pool._waiters
+    asyncio.get_running_loop().call_soon(pool.release, held)
+    time.sleep(1)  # noqa: ASYNC251 - blocks the loop past the waiter's deadline, on purpose
+    try:
+        got: tuple[object, bool] | None = await waiter
+    except psycopg.OperationalError:  # "stayed busy": what the defect did, keeping the connection
+        got = None
+    else:
+        pool.release(held)
+    assert (pool.open_count, pool.in_use) == (1, 0)  # every connection came back
+    assert got == (held, True)  # the waiter took the connection it was handed
+    record = SessionRecord(SessionId.new(), 3, 3)
+    await asyncio.wait_for(store.save(record), 5)
+    assert await store.load(record.session_id) == record

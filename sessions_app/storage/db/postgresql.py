@@ -163,7 +163,7 @@ class LeanPool:
                 # Python 3.12+ raises TimeoutError even when the waiter was
                 # handed a connection (or room to open one) in the loop
                 # iteration in which the timeout fell due: take what it got.
-                if True:
+                if not (waiter.done() and not waiter.cancelled()):
                     raise psycopg.OperationalError(
                         f"all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
                     ) from None
