@@ -124,7 +124,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Separate connections (the store's, the test client's) need a file,
     # not a private in-memory database, to see each other's rows; WAL lets
     # readers run beside a writer.
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(BASE_DIR / "test_db.sqlite3")
+    # SQLITE_TEST_DATABASE: another file, for two test runs side by side.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("SQLITE_TEST_DATABASE") or str(
+        BASE_DIR / "test_db.sqlite3"
+    )
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",

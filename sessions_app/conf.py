@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     # the cache off. Changes saved through Django retire them at once.
     "AUTH_CACHE_TIMEOUT": 30,
     "AUTH_CACHE_ALIAS": "default",
+    # REST API: failed authentications (a bad token or key) allowed per
+    # client address (DRF's get_ident, which honours NUM_PROXIES) before
+    # that address gets 429 until the window passes, whatever it sends;
+    # DRF's rate format ("20/min", "100/hour"); None turns it off.
+    "AUTH_FAILURE_RATE": "20/min",
     # GET /api/health/: seconds each check (database, cache) may take.
     "HEALTH_TIMEOUT": 3.0,
     # REST API: serve GET, PUT and DELETE of sessions/{id}/ from an async

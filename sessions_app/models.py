@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
@@ -163,11 +163,12 @@ class AgentKey(AbstractAPIKey):
     )
     last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
 
-    objects = AgentKeyManager()
+    objects: ClassVar[AgentKeyManager] = AgentKeyManager()
 
     class Meta(AbstractAPIKey.Meta):
-        verbose_name = _("agent key")
-        verbose_name_plural = _("agent keys")
+        # Plain text, as the base's Meta (its stubs type these as str).
+        verbose_name = "agent key"
+        verbose_name_plural = "agent keys"
 
     def agents(self) -> tuple[int, ...]:
         return agent_ids_of(self.agent_ids)

@@ -66,7 +66,7 @@ async def test_the_configured_store_works(settings):
     assert await store.load(record.session_id) == record
 
 
-def test_the_project_passes_every_check():
+def test_the_project_passes_every_check(db):
     assert check_ids(databases=["default"]) == set()
 
 
@@ -138,7 +138,7 @@ def test_misspelt_key_is_w001(settings):
     assert "sessions_app.W001" in check_ids()
 
 
-def test_unsupported_database_is_e007(monkeypatch):
+def test_unsupported_database_is_e007(monkeypatch, db):
     from django.db import connections
 
     monkeypatch.setattr(connections["default"], "vendor", "oracle")

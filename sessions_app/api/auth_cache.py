@@ -1,43 +1,41 @@
-"""A short-lived cache of the API's authentication and permission answers.
+"""A short-lived memory of the API's authentication and permission answers.
 
-Why: DRF asks the database who the caller is (token lookup) and what they
-may do (``user.has_perms``: the user's and their groups' permissions) on
-every request. Those three queries cost several times the session lookup
-itself, so without a cache the API answers a GET at well under half the
-rate of a bare async view. The runtime calls the API with the same few
-tokens over and over, so their answers are cached.
+Why: DRF asks the database who the caller is (token or agent key lookup)
+and what they may do (``user.has_perms``: the user's and their groups'
+permissions) on every request. Those queries cost several times the
+session lookup itself. The runtime calls the API with the same few
+credentials over and over, so their answers are kept.
 
-Correctness: every entry is tagged with a *generation*, read from the same
-cache before the database is asked. A change to a user, group, permission
-or token saved through Django (the admin, the ORM, ``changepassword``...)
-sets a new generation once its transaction commits, so every entry made
-before the change is ignored from then on, in every process that shares
-the cache. Changes Django does not signal (``QuerySet.update()``, raw SQL,
-an external authentication backend) and, with a per-process cache such as
-``LocMemCache``, changes made in another process take effect within
-``SESSIONS_APP["AUTH_CACHE_TIMEOUT"]`` seconds. ``0`` turns the cache off.
+Where: each process keeps the answers it looked up in its own memory
+(``_answers``), never in Django's cache. The cache holds one value only,
+the *generation*: a random tag, no secret. So nothing a cache reader could
+use is ever written there: no token, no key secret, no password hash, no
+pickled user (tested by reading every value the cache holds).
+
+Correctness: every answer is tagged with the generation read before the
+database is asked, and served only while the cache still holds that
+generation and its deadline (``SESSIONS_APP["AUTH_CACHE_TIMEOUT"]``) has
+not passed. A change to a user, group, permission, token or agent key
+saved through Django (the admin, the ORM, a proxy model, a custom token
+model, any database alias) sets a new generation once its transaction
+commits, so every answer made before it is refused from the next request
+on, in every process that shares the cache (Redis: immediately; a
+per-process ``LocMemCache``: only in the process that made the change,
+elsewhere within the timeout). Changes Django does not signal
+(``QuerySet.update()``, raw SQL) take effect within the timeout. ``0``
+turns the memory off.
 
 If the cache fails, the answer comes from the database, with a warning.
-
-Speed: each entry carries its deadline (wall-clock, as the cache's own
-expiry), and each process keeps the answers it has read or stored, decoded
-(``_decoded``). A request then reads only the generation from the cache
-(a few bytes) and takes the answer from memory while the generation is
-the same and the deadline not passed: unpickling a user and its token on
-every request cost about a fifth of what the API adds to a bare view. The
-answers in memory are shared by the requests of the process: treat them
-as read-only (``CachedTokenAuthentication`` hands each request its own
-copy of the user).
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 from django.db import router, transaction
 
@@ -49,149 +47,144 @@ logger = logging.getLogger("sessions_app.api")
 T = TypeVar("T")
 
 GENERATION_KEY = "sessions_app:auth:generation"
-_PREFIX = "sessions_app:auth:"
 
-# (kind, parts) -> (generation, deadline, answer): the entries this process
-# has read or stored. Keyed by the parts themselves, not their digest: on a
-# hit no hash is computed, and nothing of it leaves the process.
-_decoded: dict[tuple[str, tuple[object, ...]], tuple[Any, float, Any]] = {}
-# A bound on _decoded: past it, expired entries go, and all of them if none had expired.
-DECODED_LIMIT = 10_000
-
-
-def cache_key(kind: str, *parts: object) -> str:
-    """A fixed-length key that does not reveal its parts (a token is a secret)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
-    return f"{_PREFIX}{kind}:{digest}"
+# (kind, parts) -> (generation, deadline, answer): the answers this process
+# looked up. Keyed by the parts themselves (no hash on a hit); they never
+# leave the process.
+_answers: dict[tuple[str, tuple[object, ...]], tuple[str, float, Any]] = {}
+# A bound on _answers: past it, expired entries go, and all of them if none had expired.
+ANSWERS_LIMIT = 10_000
 
 
 def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
-    """``compute()``, or its answer from the cache if no auth change happened since it was stored."""
+    """``compute()``, or the answer this process kept if no auth change happened since.
+
+    ``compute`` raising (an unknown token, say) keeps nothing: each such
+    call asks the database again.
+    """
     timeout = app_settings.AUTH_CACHE_TIMEOUT
     if not timeout:
         return compute()
-    name = (kind, parts)
     try:
         cache = cache_for(app_settings.AUTH_CACHE_ALIAS)
-        if name in _decoded:
-            # Only the generation from the cache; the answer is in memory.
+        generation = cache.get(GENERATION_KEY)
+        if generation is None:
+            # First use, or the cache lost the key: a generation no kept
+            # answer can carry (add: another process may have set one).
+            cache.add(GENERATION_KEY, secrets.token_hex(8), None)
             generation = cache.get(GENERATION_KEY)
-            entry = _decoded.get(name)
-            if _valid(entry, generation):
-                return entry[2]  # type: ignore[no-any-return]
-            key = cache_key(kind, *parts)
-            entry = cache.get(key)
-        else:
-            key = cache_key(kind, *parts)
-            found = cache.get_many([GENERATION_KEY, key])
-            generation, entry = found.get(GENERATION_KEY), found.get(key)
     except Exception as exc:
         logger.warning("session API: auth cache unavailable, asking the database: %s", exc)
         return compute()
-    if _valid(entry, generation):
-        _remember(name, entry)
+    name = (kind, parts)
+    entry = _answers.get(name)
+    if entry is not None and entry[0] == generation and time.time() < entry[1]:
         return entry[2]  # type: ignore[no-any-return]
-    if generation is None:
-        # First use, or the cache lost the key: start a generation no old
-        # entry can carry.
-        generation = secrets.token_hex(8)
-        try:
-            if not cache.add(GENERATION_KEY, generation, None):
-                generation = cache.get(GENERATION_KEY)
-        except Exception as exc:
-            logger.warning("session API: auth cache unavailable, asking the database: %s", exc)
-            return compute()
     # The generation was read before the database is asked: an answer that
-    # races a change is stored under the old generation, which the change
+    # races a change is kept under the old generation, which the change
     # then retires.
     value = compute()
-    if generation is not None:
-        entry = (generation, time.time() + timeout, value)
-        try:
-            cache.set(key, entry, timeout)
-        except Exception as exc:
-            logger.warning("session API: auth cache unavailable, not storing: %s", exc)
-        else:
-            _remember(name, entry)
+    if isinstance(generation, str):
+        _remember(name, (generation, time.time() + timeout, value))
     return value
 
 
-def _valid(entry: object, generation: object) -> TypeGuard[tuple[Any, float, Any]]:
-    """Whether ``entry`` is a ``(generation, deadline, answer)`` of this generation, not yet expired.
-
-    Anything else (another shape, as an older release stored) is a miss.
-    """
-    return (
-        generation is not None
-        and isinstance(entry, tuple)
-        and len(entry) == 3
-        and entry[0] == generation
-        and time.time() < entry[1]
-    )
-
-
-def _remember(name: tuple[str, tuple[object, ...]], entry: tuple[Any, float, Any]) -> None:
-    if _decoded.get(name) is entry:
-        return
-    if len(_decoded) >= DECODED_LIMIT:
+def _remember(name: tuple[str, tuple[object, ...]], entry: tuple[str, float, Any]) -> None:
+    if len(_answers) >= ANSWERS_LIMIT and name not in _answers:
         now = time.time()
-        for stale in [stored for stored, kept in list(_decoded.items()) if kept[1] <= now]:
-            _decoded.pop(stale, None)
-        if len(_decoded) >= DECODED_LIMIT:
-            _decoded.clear()
-    _decoded[name] = entry
+        for stale in [stored for stored, kept in list(_answers.items()) if kept[1] <= now]:
+            _answers.pop(stale, None)
+        if len(_answers) >= ANSWERS_LIMIT:
+            _answers.clear()
+    _answers[name] = entry
+
+
+def forget(kind: str, parts: tuple[object, ...]) -> None:
+    """Drop one kept answer of this process (the next call asks the database)."""
+    _answers.pop((kind, parts), None)
 
 
 def new_generation() -> None:
-    """Retire every cached answer (in every process that shares the cache)."""
+    """Retire every kept answer (in every process that shares the cache)."""
     try:
         cache_for(app_settings.AUTH_CACHE_ALIAS).set(GENERATION_KEY, secrets.token_hex(8), None)
     except Exception as exc:
         logger.warning("session API: could not retire cached auth answers: %s", exc)
 
 
+# Concrete models whose rows change an authentication or permission answer,
+# and the m2m tables between them; filled by connect_signals().
+_watched_models: set[type] = set()
+_watched_relations: set[type] = set()
+
+
 def on_auth_change(sender: type, **kwargs: Any) -> None:
     """Signal receiver: a new generation once the change's transaction commits.
 
-    Not before: a request between the signal and the commit would read the
-    old rows and cache them under the new generation.
+    Any sender whose concrete model is watched counts: a proxy model (a
+    proxy User admin, DRF's ``TokenProxy``) saves rows of its concrete
+    model. Not before the commit: a request between the signal and the
+    commit would read the old rows and keep them under the new generation.
+    The commit awaited is the one on the signal's own database alias.
     """
+    if "action" in kwargs:  # m2m_changed
+        if sender not in _watched_relations or kwargs["action"].startswith("pre_"):
+            return
+    elif getattr(getattr(sender, "_meta", None), "concrete_model", None) not in _watched_models:
+        return
     if kwargs.get("raw"):  # loaddata
         return
     if kwargs.get("update_fields") == frozenset({"last_login"}):
         # Every login saves the user with just this field; it changes no answer.
         return
-    if kwargs.get("action", "post_").startswith("pre_"):  # m2m_changed fires before and after
-        return
-    transaction.on_commit(new_generation, using=router.db_for_write(sender))
+    transaction.on_commit(new_generation, using=kwargs.get("using") or router.db_for_write(sender))
 
 
-def connect_signals() -> None:
-    """Watch every model whose rows change an authentication or permission answer."""
+def watched_models() -> list[type]:
+    """The user model, ``Group``, ``Permission``, the API's token models and the agent key model."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group, Permission
-    from django.db.models.signals import m2m_changed, post_delete, post_save
+    from rest_framework.authentication import TokenAuthentication
+    from rest_framework.settings import api_settings
 
-    user_model = get_user_model()
-    models: list[type] = [user_model, Group, Permission]
+    from ..models import AgentKey
+
+    models: list[type] = [get_user_model(), Group, Permission, AgentKey]
     try:
         from rest_framework.authtoken.models import Token
     except (ImportError, RuntimeError):  # authtoken not installed
         pass
     else:
         models.append(Token)
-    for model in models:
-        label = model._meta.label  # type: ignore[attr-defined]
-        post_save.connect(on_auth_change, sender=model, dispatch_uid=f"sessions_app-auth-save-{label}")
-        post_delete.connect(on_auth_change, sender=model, dispatch_uid=f"sessions_app-auth-delete-{label}")
+    for authentication in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
+        # A TokenAuthentication subclass names its (possibly custom) token model.
+        if isinstance(authentication, type) and issubclass(authentication, TokenAuthentication):
+            with contextlib.suppress(ImportError, RuntimeError):  # DRF's Token, authtoken not installed
+                models.append(authentication().get_model())
+    return [model._meta.concrete_model for model in models]  # type: ignore[attr-defined]
+
+
+def connect_signals() -> None:
+    """Watch every model whose rows change an authentication or permission answer.
+
+    Connected for every sender and filtered in ``on_auth_change``, so
+    proxies of the watched models (and saves through them) count too.
+    """
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    user_model = get_user_model()
+    _watched_models.clear()
+    _watched_models.update(watched_models())
+    _watched_relations.clear()
     for relation in (
         getattr(user_model, "groups", None),
         getattr(user_model, "user_permissions", None),
         Group.permissions,
     ):
         if relation is not None and hasattr(relation, "through"):
-            m2m_changed.connect(
-                on_auth_change,
-                sender=relation.through,
-                dispatch_uid=f"sessions_app-auth-m2m-{relation.through._meta.label}",
-            )
+            _watched_relations.add(relation.through)
+    post_save.connect(on_auth_change, dispatch_uid="sessions_app-auth-save")
+    post_delete.connect(on_auth_change, dispatch_uid="sessions_app-auth-delete")
+    m2m_changed.connect(on_auth_change, dispatch_uid="sessions_app-auth-m2m")

@@ -1,4 +1,10 @@
-"""Token authentication that remembers who a token belongs to, briefly.
+"""The API's two credentials: users' DRF tokens and agents' keys, each answer kept briefly.
+
+- ``CachedTokenAuthentication``: ``Authorization: Token <key>``, DRF's token
+  of a user (an operator): the user's model permissions apply.
+- ``AgentKeyAuthentication``: ``Authorization: Api-Key <prefix>.<secret>``,
+  an ``AgentKey``: the request acts for the key's agents only
+  (``request.auth`` is its ``AgentGrant``), within its scopes.
 
 Opt in with ``REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]``; the rules
 for how long an answer may be reused are in ``auth_cache``.
@@ -7,14 +13,21 @@ for how long an answer may be reused are in ``auth_cache``.
 from __future__ import annotations
 
 import copy
+import time
+from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.request import Request
 
+from ..models import AgentKey
 from . import auth_cache
+
+LAST_USED_EVERY = 60.0
+"""Seconds between two writes of an agent key's ``last_used`` by one process."""
 
 
 class CachedTokenAuthentication(TokenAuthentication):
@@ -60,3 +73,122 @@ class CachedTokenAuthentication(TokenAuthentication):
         # request gets a user object of its own, as DRF's lookup would give:
         # Django's permission checks keep their answers on it.
         return copy.copy(user), token
+
+
+@dataclass(frozen=True)
+class AgentGrant:
+    """What an agent key may do: ``request.auth`` of a request made with one. Holds no secret."""
+
+    key_id: str
+    prefix: str
+    name: str
+    agent_ids: tuple[int, ...]
+    scopes: frozenset[str]
+    expires_at: float | None  # a Unix time, or None: never
+
+    @classmethod
+    def of(cls, key: AgentKey) -> AgentGrant:
+        expiry = key.expiry_date
+        return cls(
+            key_id=str(key.pk),
+            prefix=key.prefix,
+            name=key.name,
+            agent_ids=key.agents(),
+            scopes=key.scope_set(),
+            expires_at=None if expiry is None else expiry.timestamp(),
+        )
+
+
+class AgentKeyUser:
+    """``request.user`` of a request made with an agent key: authenticated, and no model permission.
+
+    Not a ``User``: Django's permission checks answer no, so an agent key
+    opens nothing that needs a permission (``/api/metrics/``, and the admin,
+    which does not read API credentials at all). ``pk`` names the key for
+    DRF's per-user throttles and the write log.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, grant: AgentGrant) -> None:
+        self.grant = grant
+        self.pk = self.id = f"agent-key:{grant.prefix}"
+
+    def __str__(self) -> str:
+        return self.get_username()
+
+    def get_username(self) -> str:
+        return f"agent key {self.grant.prefix} ({self.grant.name})"
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return False
+
+    def has_perms(self, perm_list: object, obj: object = None) -> bool:
+        return False
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return False
+
+
+class AgentKeyAuthentication(BaseAuthentication):
+    """``Authorization: Api-Key <prefix>.<secret>``: an ``AgentKey``, not revoked, not expired.
+
+    The key is looked up by djangorestframework-api-key's manager (by its
+    public prefix, then its SHA-512 hash compared in constant time); the
+    answer, an ``AgentGrant``, is kept as tokens' answers are
+    (``auth_cache``), with the expiry checked on every request. Unknown,
+    revoked and malformed keys are "Invalid API key." (401), an expired one
+    "API key has expired." (401); none of them is kept.
+    """
+
+    keyword = "Api-Key"
+
+    def authenticate(self, request: Request) -> tuple[AgentKeyUser, AgentGrant] | None:
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not isinstance(header, str):
+            return None
+        keyword, space, key = header.partition(" ")
+        if keyword.lower() != self.keyword.lower():
+            return None
+        if not space or not key:
+            raise exceptions.AuthenticationFailed(_("Invalid API key header. No credentials provided."))
+        prefix, dot, secret = key.partition(".")
+        if not (dot and prefix.isalnum() and prefix.isascii() and len(prefix) <= 8 and secret.isascii()):
+            raise exceptions.AuthenticationFailed(_("Invalid API key."))
+        if not secret.isprintable() or " " in secret:
+            raise exceptions.AuthenticationFailed(_("Invalid API key."))
+        grant = auth_cache.cached("agent-key", (key,), lambda: self.look_up(key))
+        if grant.expires_at is not None and grant.expires_at <= time.time():
+            raise exceptions.AuthenticationFailed(_("API key has expired."))
+        self.note_use(grant)
+        return AgentKeyUser(grant), grant
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+    def look_up(self, key: str) -> AgentGrant:
+        try:
+            found = AgentKey.objects.get_from_key(key)  # not revoked, and the hash matches
+        except AgentKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed(_("Invalid API key.")) from None
+        assert isinstance(found, AgentKey)
+        return AgentGrant.of(found)
+
+    def note_use(self, grant: AgentGrant) -> None:
+        """Write ``last_used``, at most once every ``LAST_USED_EVERY`` seconds per key and process.
+
+        ``QuerySet.update()`` sends no signal, so it retires no kept answer.
+        """
+        now = time.monotonic()
+        last = _last_noted.get(grant.key_id)
+        if last is not None and now - last < LAST_USED_EVERY:
+            return
+        AgentKey.objects.filter(pk=grant.key_id).update(last_used=timezone.now())
+        _last_noted[grant.key_id] = now
+
+
+_last_noted: dict[str, float] = {}

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from ..conf import app_settings
 from ..models import ExecutionSession
+from .throttling import GuessingSlowedDown
 
 
 class PrometheusTextRenderer(BaseRenderer):
@@ -36,8 +37,8 @@ class PrometheusTextRenderer(BaseRenderer):
         return f"# {detail}\n".encode()
 
 
-class MetricsView(APIView):
-    """The metrics in Prometheus' text exposition format."""
+class MetricsView(GuessingSlowedDown, APIView):
+    """The metrics in Prometheus' text exposition format (users with the view permission; no agent key)."""
 
     queryset = ExecutionSession.objects.none()  # names the model whose view permission is needed
     schema = None  # operational, not part of the sessions API's contract
@@ -48,6 +49,10 @@ class MetricsView(APIView):
 
     def get_throttles(self) -> list[Any]:
         return [throttle() for throttle in app_settings.THROTTLE_CLASSES]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.check_auth_failures(request)
+        super().initial(request, *args, **kwargs)
 
     def get(self, request: Request) -> HttpResponse:
         registry: prometheus_client.CollectorRegistry = prometheus_client.REGISTRY

@@ -1,4 +1,4 @@
-"""Who may do what: Django's model permissions, reads included."""
+"""Who may do what: Django's model permissions for users, scopes for agent keys."""
 
 from typing import Any
 
@@ -6,6 +6,18 @@ from rest_framework.permissions import DjangoModelPermissions
 from rest_framework.request import Request
 
 from . import auth_cache
+from .authentication import AgentGrant
+
+#: The scope an agent key needs for each method (the bulk actions count as their single calls).
+SCOPE_FOR_METHOD = {
+    "GET": "read",
+    "HEAD": "read",
+    "OPTIONS": "read",
+    "POST": "write",
+    "PUT": "write",
+    "PATCH": "write",
+    "DELETE": "delete",
+}
 
 _VIEW = "%(app_label)s.view_%(model_name)s"
 _ADD = "%(app_label)s.add_%(model_name)s"
@@ -43,6 +55,10 @@ class ExecutionSessionPermissions(DjangoModelPermissions):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         self._method = self.action_methods.get(getattr(view, "action", None) or "", request.method)
+        grant = request.auth
+        if isinstance(grant, AgentGrant):
+            scope = SCOPE_FOR_METHOD.get(self._method or "")
+            return bool(getattr(view, "agent_scoped", False)) and scope in grant.scopes
         user = request.user
         if not user or not user.is_authenticated or user.pk is None:
             return super().has_permission(request, view)

@@ -49,8 +49,9 @@ from rest_framework.response import Response
 from ..conf import app_settings
 from ..models import ExecutionSession
 from ..storage.db import DjangoSessionStore, SyncDjangoSessionStore, backend_errors
-from ..storage.errors import BackendError, ConflictError, NotFound, SerializationError
+from ..storage.errors import BackendError, ConflictError, NotFound, OutOfScope, SerializationError
 from ..storage.types import SessionId, SessionRecord
+from .authentication import AgentGrant
 from .bulk import ids_from, records_from
 from .caching import alias_of, cache_for
 from .fields import SessionIdField
@@ -60,6 +61,7 @@ from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
 from .policies import can_run_in_loop, run_policy
 from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer, record_json
+from .throttling import GuessingSlowedDown
 
 logger = logging.getLogger("sessions_app.api")
 
@@ -68,6 +70,10 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("A session with this id already exists.")
     default_code = "conflict"
+
+
+NOT_YOUR_AGENT = _("This key may not act for agent {agent_id}.")
+NOT_YOUR_SESSION = _("This session is stored under an agent this key may not act for.")
 
 
 class StoredDataUnreadable(exceptions.APIException):
@@ -93,7 +99,11 @@ _ERROR = OpenApiResponse(description='An error: {"detail": ...}, or field messag
 # too many requests, and the database being unreachable.
 _ALWAYS = {
     401: OpenApiResponse(description="Not authenticated."),
-    403: OpenApiResponse(description="Authenticated, but without the model permission this call needs."),
+    403: OpenApiResponse(
+        description="Authenticated, but without the model permission (a user) or the scope (an agent "
+        "key) this call needs; or, with an agent key, a write for an agent or over a session outside "
+        "the key's agents."
+    ),
     429: OpenApiResponse(description="Throttled; see the Retry-After header."),
     503: OpenApiResponse(description="The session database is unavailable; retry later."),
 }
@@ -181,8 +191,16 @@ _BULK_400 = OpenApiResponse(
         },
     ),
 )
-class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
-    """List, load, create, save, change and delete execution sessions, one or many at a time."""
+class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """List, load, create, save, change and delete execution sessions, one or many at a time.
+
+    A request made with an agent key sees only its agents' sessions, as
+    under row-level security: another agent's session is absent (404, left
+    out of lists and bulk loads), deletes leave it alone (204, not
+    counted), and a write for another agent, or over its session, is 403
+    with nothing written. The store enforces it in the statement that
+    reads or writes (``DjangoSessionStore.for_agents``).
+    """
 
     queryset = ExecutionSession.objects.all()
     serializer_class = ExecutionSessionSerializer
@@ -196,6 +214,8 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
 
     #: Set by ``routers.SessionRouter`` on the detail route it serves on the event loop.
     serve_async = False
+    #: Serves agent keys, limited to their agents (``ExecutionSessionPermissions`` reads it).
+    agent_scoped = True
 
     _permissions: list[Any] | None = None
     _throttles: list[Any] | None = None
@@ -239,13 +259,19 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         return self._throttles
 
     def policy_checks(self) -> list[Callable[[Request], None]]:
-        """Authentication, then throttles, then permissions.
+        """The address's failed authentications, authentication, throttles, then permissions.
 
         DRF checks permissions before throttles, so it refuses an
-        unpermitted request before counting it and a client guessing tokens
-        is never slowed down. Here every request counts.
+        unpermitted request before counting it. Here every request counts,
+        and an address that failed to authenticate too often is refused
+        before its credentials are looked at (``throttling``).
         """
-        return [self.perform_authentication, self.check_throttles, self.check_permissions]
+        return [
+            self.check_auth_failures,
+            self.perform_authentication,
+            self.check_throttles,
+            self.check_permissions,
+        ]
 
     def _negotiate(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.format_kwarg = self.get_format_suffix(**kwargs)
@@ -258,16 +284,31 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         for check in self.policy_checks():
             check(request)
 
+    def agent_scope(self) -> tuple[int, ...] | None:
+        """The agents an agent key acts for, or ``None`` for a user (every agent, by model permission)."""
+        grant = getattr(getattr(self, "request", None), "auth", None)
+        return grant.agent_ids if isinstance(grant, AgentGrant) else None
+
     def get_queryset(self) -> Any:
-        return super().get_queryset().using(app_settings.DATABASE_ALIAS)
+        queryset = super().get_queryset().using(app_settings.DATABASE_ALIAS)
+        agents = self.agent_scope()
+        return queryset if agents is None else queryset.filter(agent_id__in=agents)
 
     @property
     def store(self) -> SyncDjangoSessionStore:
-        return _stores(app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC).sync
+        return self.async_store.sync
 
     @property
     def async_store(self) -> DjangoSessionStore:
-        return _stores(app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC)
+        store = _stores(app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC)
+        agents = self.agent_scope()
+        return store if agents is None else store.for_agents(agents)
+
+    def check_agent(self, agent_id: int) -> None:
+        """403 naming ``agent_id`` when an agent key may not act for it."""
+        agents = self.agent_scope()
+        if agents is not None and agent_id not in agents:
+            raise exceptions.PermissionDenied({"agent_id": [NOT_YOUR_AGENT.format(agent_id=agent_id)]})
 
     def url_session_id(self) -> SessionId:
         try:
@@ -278,6 +319,8 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, NotFound):
             exc = exceptions.NotFound()
+        elif isinstance(exc, OutOfScope):
+            exc = exceptions.PermissionDenied({"session_id": [NOT_YOUR_SESSION]})
         elif isinstance(exc, ConflictError):
             exc = Conflict()
         elif isinstance(exc, SerializationError):
@@ -317,7 +360,12 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         self.headers = self.default_response_headers
         try:
             self._negotiate(drf_request, *args, **kwargs)
-            policies = [*(drf_request.authenticators or ()), *self.get_throttles(), *self.get_permissions()]
+            policies = [
+                *(drf_request.authenticators or ()),
+                self.auth_failure_throttle(),
+                *self.get_throttles(),
+                *self.get_permissions(),
+            ]
             in_loop = can_run_in_loop(policies)
             for check in self.policy_checks():
                 await run_policy(check, drf_request, in_loop=in_loop)
@@ -365,6 +413,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     def create(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         serializer = self.body(request)
         record = serializer.to_record()
+        self.check_agent(record.agent_id)
         self.store.insert(record)
         self._log_write("created", record.session_id)
         return self.answer(record_json(record), status=status.HTTP_201_CREATED)
@@ -381,7 +430,9 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         session_id = self.url_session_id()
         serializer = self.body(request)
         self._check_body_id(serializer, session_id)
-        return serializer.to_record(session_id)
+        record = serializer.to_record(session_id)
+        self.check_agent(record.agent_id)
+        return record
 
     def _saved(self, record: SessionRecord, *, created: bool) -> HttpResponseBase:
         self._log_write("created" if created else "replaced", record.session_id)
@@ -390,6 +441,9 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         session_id = self.url_session_id()
+        if self.agent_scope() is not None and not self.get_queryset().filter(pk=session_id).exists():
+            # Another agent's session is absent to a key, whatever the body says.
+            raise NotFound(str(session_id))
         serializer = self.body(request, partial=True)
         self._check_body_id(serializer, session_id)
         changes = {
@@ -397,12 +451,15 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             for name, value in serializer.validated_data.items()
             if name in ("agent_id", "started_at_ns")
         }
+        if "agent_id" in changes:
+            self.check_agent(changes["agent_id"])
         with (
             backend_errors(app_settings.DATABASE_ALIAS, "session API patch"),
             transaction.atomic(using=app_settings.DATABASE_ALIAS),
         ):
-            # One UPDATE changes only the named columns; the row is then
-            # read back in the same transaction for the answer.
+            # One UPDATE changes only the named columns (a key's: only among
+            # its agents' rows); the row is then read back in the same
+            # transaction for the answer.
             if changes and not self.get_queryset().filter(pk=session_id).update(**changes):
                 raise NotFound(str(session_id))
             record = self.store.load(session_id)
@@ -446,7 +503,28 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     @action(detail=False, methods=["post"], url_path="bulk-save", parser_classes=[SafeJSONParser])
     def bulk_save(self, request: Request) -> HttpResponseBase:
         records = records_from(request.data, app_settings.MAX_BULK)
-        saved = self.store.save_many(records)
+        agents = self.agent_scope()
+        if agents is not None:
+            refused = {
+                str(index): {"agent_id": [NOT_YOUR_AGENT.format(agent_id=record.agent_id)]}
+                for index, record in enumerate(records)
+                if record.agent_id not in agents
+            }
+            if refused:
+                raise exceptions.PermissionDenied({"sessions": refused})
+        try:
+            saved = self.store.save_many(records)
+        except OutOfScope as exc:
+            foreign = set(exc.session_ids)
+            raise exceptions.PermissionDenied(
+                {
+                    "sessions": {
+                        str(index): {"session_id": [NOT_YOUR_SESSION]}
+                        for index, record in enumerate(records)
+                        if bytes(record.session_id) in foreign
+                    }
+                }
+            ) from None
         if saved:
             self._log_write(f"saved in bulk with {saved - 1} others", records[-1].session_id)
         return self.answer({"saved": saved})
