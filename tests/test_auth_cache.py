@@ -164,8 +164,8 @@ def test_unknown_tokens_are_looked_up_every_time(session_url):
 
 
 def test_the_cache_holds_the_generation_and_no_answer(viewer, session_url):
-    """Answers stay in the process: the cache holds one random tag (tests/test_agent_keys.py reads every value)."""
-    _, token, client = viewer
+    """Answers stay in the process; the cache holds a random tag (test_agent_keys.py reads every value)."""
+    _, _, client = viewer
     assert client.get(session_url).status_code == 200
     cache = caches["default"]
     auth_keys = [key for key in cache._cache if "sessions_app:auth" in key]  # LocMemCache's own store

@@ -152,7 +152,7 @@ def test_insert_of_an_existing_id_is_a_conflict_whoever_owns_it(transactional_db
 
 def test_scopes_are_checked_when_made(transactional_db):
     store = DjangoSessionStore()
-    with pytest.raises(ValueError, match="agent_ids must be an integer in 0..9223372036854775807"):
+    with pytest.raises(ValueError, match=r"agent_ids must be an integer in 0\.\.9223372036854775807"):
         store.for_agents([-1])
     with pytest.raises(ValueError, match="agent_ids"):
         store.for_agents([True])
