@@ -174,8 +174,17 @@ REST_FRAMEWORK = {
         # cached variant remembers a token's user for
         # SESSIONS_APP["AUTH_CACHE_TIMEOUT"] seconds (README, "Security").
         "sessions_app.api.authentication.CachedTokenAuthentication",
+        # Agents' keys: "Authorization: Api-Key <prefix>.<secret>", scoped
+        # to the key's agents (README, "Security").
+        "sessions_app.api.authentication.AgentKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # How many proxies in front of the server append to X-Forwarded-For.
+    # 0: the client is the connection's address (REMOTE_ADDR), whatever
+    # X-Forwarded-For says; behind one proxy that sets it (nginx with
+    # proxy_add_x_forwarded_for), 1. Throttles, and the count of failed
+    # authentications, identify clients by this address.
+    "NUM_PROXIES": int(os.environ.get("DJANGO_NUM_PROXIES", "0")),
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [

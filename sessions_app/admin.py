@@ -25,10 +25,11 @@ from django.db.models import CharField, Func, PositiveBigIntegerField, QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
+from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from .api.serializers import ns_to_iso8601
 from .fields import UnsignedBigIntegerField
-from .models import ExecutionSession
+from .models import SCOPES, AgentKey, ExecutionSession, agent_ids_of
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -170,3 +171,85 @@ class ExecutionSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         # Part of an id: compared with every row's hex text, a full scan.
         queryset = queryset.annotate(session_id_hex=SessionIdHex("session_id"))
         return queryset.filter(session_id_hex__contains=digits), False
+
+
+class AgentIdsField(forms.Field):
+    """Agent ids as text: ``42, 43`` (commas or spaces), each 0..2**63-1."""
+
+    widget = forms.TextInput
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value))
+        return value
+
+    def to_python(self, value: Any) -> list[int]:
+        parts = str(value or "").replace(",", " ").split()
+        if not all(part.isdigit() for part in parts):
+            raise forms.ValidationError(_("Enter agent ids as whole numbers separated by commas."))
+        try:
+            return list(agent_ids_of([int(part) for part in parts]))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class AgentKeyForm(forms.ModelForm):  # type: ignore[type-arg]
+    agent_ids = AgentIdsField(label=_("agents"), help_text=_("The agent ids this key acts for: 42, 43."))
+    scopes = forms.MultipleChoiceField(
+        label=_("scopes"),
+        choices=[(scope, scope) for scope in SCOPES],
+        initial=list(SCOPES),
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("read: load and list; write: save, create, change; delete: delete."),
+    )
+
+    class Meta:
+        model = AgentKey
+        fields = ("name", "agent_ids", "scopes", "expiry_date", "revoked")
+
+    def clean_scopes(self) -> list[str]:
+        chosen = self.cleaned_data["scopes"]
+        return [scope for scope in SCOPES if scope in chosen]
+
+
+@admin.register(AgentKey)
+class AgentKeyAdmin(APIKeyModelAdmin):
+    """Agent keys: djangorestframework-api-key's admin, which shows a new key's secret once.
+
+    Revoke a key with the "revoked" box or the list's action; it cannot be
+    undone. The secret is never stored, so it cannot be shown again: a lost
+    key is revoked and replaced.
+    """
+
+    form = AgentKeyForm
+    list_display = (  # type: ignore[assignment]
+        *("prefix", "name", "agents", "scope_list"),
+        *("expiry_date", "_has_expired", "revoked", "last_used"),
+    )
+    list_filter = ("revoked", "created")  # type: ignore[assignment]
+    readonly_fields = ("prefix", "last_used")
+    actions = ["revoke"]
+
+    @admin.display(description=_("agents"))
+    def agents(self, obj: AgentKey) -> str:
+        return ", ".join(map(str, obj.agent_ids))
+
+    @admin.display(description=_("scopes"))
+    def scope_list(self, obj: AgentKey) -> str:
+        return ", ".join(obj.scopes)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = ("prefix", "last_used")
+        if obj is not None and obj.revoked:
+            # A revoked key is kept for the record; nothing about it changes.
+            return (*fields, "name", "agent_ids", "scopes", "expiry_date", "revoked")
+        return fields
+
+    @admin.action(description=_("Revoke the selected agent keys (cannot be undone)"))
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        revoked = 0
+        for key in queryset.filter(revoked=False):
+            key.revoked = True
+            key.save(update_fields=["revoked"])  # a signal per key: kept answers are retired
+            revoked += 1
+        self.message_user(request, _("Revoked %(count)d agent key(s).") % {"count": revoked})

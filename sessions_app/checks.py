@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.apps import apps
@@ -86,6 +87,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"{SETTINGS_NAME}['AUTH_CACHE_TIMEOUT'] must be a number of seconds >= 0, got {timeout!r}.",
                 hint=f"0 turns the auth cache off; the default is {DEFAULTS['AUTH_CACHE_TIMEOUT']}.",
                 id="sessions_app.E008",
+            )
+        )
+    rate = app_settings.AUTH_FAILURE_RATE
+    if rate is not None and not (isinstance(rate, str) and re.fullmatch(r"[1-9]\d*/[smhd]\w*", rate)):
+        errors.append(
+            Error(
+                f"{SETTINGS_NAME}['AUTH_FAILURE_RATE'] must be a rate such as '20/min' (a count from 1, "
+                f"then s, m, h or d), or None; got {rate!r}.",
+                hint=f"None turns the limit off; the default is {DEFAULTS['AUTH_FAILURE_RATE']!r}.",
+                id="sessions_app.E012",
             )
         )
     alias = app_settings.DATABASE_ALIAS

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 
 from .fields import decimal_at_most
 
@@ -31,4 +31,21 @@ class BoundedIntegerFieldSchema(OpenApiSerializerFieldExtension):  # type: ignor
         return {
             "oneOf": [digits, {"type": "integer", "minimum": 0, "maximum": field.maximum}],
             "description": text + " Input also takes a JSON integer.",
+        }
+
+
+class AgentKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """The ``Api-Key`` scheme beside DRF's ``Token`` and the session cookie."""
+
+    target_class = "sessions_app.api.authentication.AgentKeyAuthentication"
+    name = "agentKeyAuth"
+    match_subclasses = True
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "An agent key, prefixed with `Api-Key`: `Api-Key <prefix>.<secret>` "
+            "(manage.py create_agent_key). The call acts for the key's agents only, within its scopes.",
         }
