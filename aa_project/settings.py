@@ -7,6 +7,8 @@ Everything that differs between machines comes from the environment:
   ``postgres://postgres@127.0.0.1:5432/test``.
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG`` (``1``/``0``),
   ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
+- ``DJANGO_REDIS_URL``: the cache in Redis (shared by worker processes).
+- ``DJANGO_NUM_PROXIES``: proxies in front that append to X-Forwarded-For.
 
 The defaults are safe for local development only: debug on, a development
 secret key, loopback hosts.
@@ -134,6 +136,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 
+# DJANGO_REDIS_URL (redis://127.0.0.1:6379/0): Django's cache in Redis,
+# shared by every worker process, so a revoked key or token is refused by
+# all of them on the next request (README, "Security"). Unset: each
+# process has its own in-memory cache.
+if os.environ.get("DJANGO_REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["DJANGO_REDIS_URL"],
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -165,6 +180,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SESSIONS_APP = {
     "MAX_BULK": int(os.environ.get("SESSIONS_MAX_BULK", "10000")),
     "ASYNC_DETAIL_VIEW": env_bool("SESSIONS_ASYNC_DETAIL_VIEW", False),
+    # Failed authentications per client address a minute before 429 (README, "Security").
+    "AUTH_FAILURE_RATE": os.environ.get("SESSIONS_AUTH_FAILURE_RATE", "20/min"),
 }
 
 REST_FRAMEWORK = {
