@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import random
 import socket
+import threading
 
 import pytest
 
@@ -239,3 +241,120 @@ async def test_a_cache_that_refuses_tombstone_and_deletion_is_logged_at_error_wi
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and str(record.session_id) in errors[0] and "60" in errors[0]
     assert await readonly.load(record.session_id) == record  # served from the cache, as documented
+
+
+async def test_a_save_the_cache_refuses_drops_the_older_cached_record(private_redis, caplog):
+    """Redis out of memory refuses the new record: the old one must not be served in its place."""
+    store = CachedSessionStore(InMemorySessionStore(), cache_alias="private", timeout=60)
+    sid = SessionId.new()
+    await store.save(SessionRecord(sid, 1, 1))
+    assert await store.load(sid) == SessionRecord(sid, 1, 1)  # cached now
+    private_redis.config_set("maxmemory-policy", "noeviction")
+    private_redis.config_set("maxmemory", 1)  # every write is refused from here on
+    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+        await store.save(SessionRecord(sid, 2, 2))  # the backing store takes it
+    assert any("refused a write" in message for message in caplog.messages)
+    private_redis.config_set("maxmemory", 0)
+    assert await store.load(sid) == SessionRecord(sid, 2, 2)
+
+
+class OrderedSaves(InMemorySessionStore):
+    """Lets the test decide when each save reaches the backing store and when it returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: dict[int, asyncio.Event] = {}
+        self.may_return: dict[int, asyncio.Event] = {}
+
+    async def save(self, record):
+        await super().save(record)
+        self.written.setdefault(record.agent_id, asyncio.Event()).set()
+        await self.may_return.setdefault(record.agent_id, asyncio.Event()).wait()
+
+
+async def test_two_saves_caching_in_the_opposite_order_of_their_writes_leave_no_older_record(cache_alias):
+    """A writes, B writes (B is what the backing store holds), B caches, then A caches: A's is older."""
+    backing = OrderedSaves()
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=60)
+    sid = SessionId.new()
+    a = asyncio.create_task(store.save(SessionRecord(sid, 1, 1)))
+    await backing.written.setdefault(1, asyncio.Event()).wait()
+    b = asyncio.create_task(store.save(SessionRecord(sid, 2, 2)))
+    await backing.written.setdefault(2, asyncio.Event()).wait()
+    backing.may_return.setdefault(2, asyncio.Event()).set()
+    await b  # B cached its record
+    backing.may_return.setdefault(1, asyncio.Event()).set()
+    await a  # A cached the older one after it
+    assert await backing.load(sid) == SessionRecord(sid, 2, 2)
+    assert await store.load(sid) == SessionRecord(sid, 2, 2)
+
+
+class SharedSlowStore(InMemorySessionStore):
+    """One backing store for several threads' event loops; each save waits a random while around its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.rows: dict[SessionId, SessionRecord] = {}
+
+    async def save(self, record):
+        await asyncio.sleep(random.random() / 1000)
+        with self.lock:
+            self.rows[record.session_id] = record
+        await asyncio.sleep(random.random() / 1000)
+
+    async def load(self, session_id):
+        with self.lock:
+            if session_id not in self.rows:
+                raise NotFound(str(session_id))
+            return self.rows[session_id]
+
+
+def test_concurrent_saves_from_several_threads_never_leave_an_older_record_cached():
+    """Real concurrency against a real Redis: four threads, each its own event loop, saving the same ids."""
+    if not redis_reachable():
+        pytest.skip("Redis at 127.0.0.1:6379 is not reachable")
+    backing = SharedSlowStore()
+    ids = [SessionId.new() for _ in range(20)]
+    rounds = 15
+
+    def worker(number: int, barrier: threading.Barrier) -> None:
+        async def run() -> None:
+            store = CachedSessionStore(backing, cache_alias="redis", timeout=60)
+            try:
+                for round_ in range(rounds):
+                    await asyncio.to_thread(barrier.wait)
+                    await asyncio.gather(
+                        *(store.save(SessionRecord(sid, number, round_)) for sid in ids),
+                        *(store.save(SessionRecord(sid, number + 10, round_)) for sid in ids),
+                    )
+                    await asyncio.to_thread(barrier.wait)  # every save of the round is done: check
+                    if number == 0:
+                        for sid in ids:
+                            cached = await store.cache.aget(store.key(sid))
+                            assert cached is None or cached == (backing.rows[sid].agent_id, round_), (
+                                f"round {round_}: cached {cached}, backing store: {backing.rows[sid]}"
+                            )
+                    await asyncio.to_thread(barrier.wait)
+            finally:
+                await store.aclose()
+
+        asyncio.run(run())
+
+    barrier = threading.Barrier(4, timeout=60)
+    errors: list[BaseException] = []
+
+    def guarded(number: int) -> None:
+        try:
+            worker(number, barrier)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(isinstance(e, AssertionError) for e in errors), errors
+    assert not errors, errors

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
 
 from .base import SessionStore
@@ -21,12 +22,23 @@ P = ParamSpec("P")
 # NotFound, and a concurrent load that read the row just before the delete
 # cannot put the record back (it fills with add(), which a tombstone blocks).
 TOMBSTONE = "deleted"
+# Beside each cached record, a count of the saves that cached it: a save that
+# sees the count move by more than its own knows another save overlapped it,
+# and may have cached an older value last (the cache has no compare-and-set).
+SAVES_SUFFIX = ":saves"
 
 
 class CachedSessionStore(SessionStore):
     """Layers Django's cache over ``backing_store``, as ``cached_db`` does for Django's sessions.
 
-    - ``save``: the backing store first, then the cache (write-through);
+    - ``save``: the backing store first, then the cache (write-through). A
+      write the cache refuses drops the cached record instead, and when
+      two saves of one id overlap, the cached record is dropped, so
+      concurrent saves never leave an older record cached than the backing
+      store holds (each save costs three cache calls: read the id's save
+      count, write, count the save). ``save_many`` writes the cache in one
+      call and does not count: overlapping batch and single saves of one id
+      may leave either value cached until ``timeout``;
     - ``load``: the cache, else the backing store, then fills the cache with
       ``add()`` so that it never overwrites a newer write or a deletion;
     - ``delete``: the backing store, then a tombstone in the cache.
@@ -87,8 +99,22 @@ class CachedSessionStore(SessionStore):
 
     async def save(self, record: SessionRecord) -> None:
         record = check_record(record)
+        key = self.key(record.session_id)
+        saves_key = key + SAVES_SUFFIX
+        saves_before = await self._quietly(self.cache.aget, saves_key)
         await self.backing_store.save(record)
-        await self._quietly(self.cache.aset, self.key(record.session_id), _encode(record), self.timeout)
+        try:
+            await self.cache.aset(key, _encode(record), self.timeout)
+            saves_after = await self._count_save(saves_key)
+        except Exception as exc:
+            # The old record must not stay: drop it, as a delete whose tombstone is refused does.
+            logger.warning("cache %r refused a write (%s: %s)", self.cache_alias, type(exc).__name__, exc)
+            await self._drop([record.session_id])
+            return
+        if saves_after != (saves_before if isinstance(saves_before, int) else 0) + 1:
+            # Another save of this id ran meanwhile: the last value cached may
+            # be older than the last one written. Let the next load read it.
+            await self._drop([record.session_id])
 
     async def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
@@ -114,7 +140,15 @@ class CachedSessionStore(SessionStore):
         records = [check_record(record) for record in records]
         await self.backing_store.save_many(records)
         values = {self.key(record.session_id): _encode(record) for record in records}
-        await self._quietly(self.cache.aset_many, values, self.timeout)
+        try:
+            failed = await self.cache.aset_many(values, self.timeout)
+        except Exception as exc:
+            logger.warning("cache %r refused a write (%s: %s)", self.cache_alias, type(exc).__name__, exc)
+            failed = list(values)
+        if failed:
+            await self._drop(
+                [record.session_id for record in records if self.key(record.session_id) in failed]
+            )
 
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
         wanted = {self.key(sid): sid for sid in map(SessionId, session_ids)}
@@ -159,16 +193,36 @@ class CachedSessionStore(SessionStore):
         except Exception as exc:
             logger.warning("cache %r refused tombstones (%s: %s)", self.cache_alias, type(exc).__name__, exc)
             failed = keys
-        if not failed:
-            return
+        if failed:
+            await self._drop([sid for sid in session_ids if self.key(sid) in failed], deleted=True)
+
+    async def _drop(self, session_ids: list[SessionId], *, deleted: bool = False) -> None:
+        """Drop the cached records of ``session_ids``; failing that, log them (deleted ones at ERROR)."""
         try:
-            await self.cache.adelete_many(failed)
+            await self.cache.adelete_many([self.key(sid) for sid in session_ids])
         except Exception as exc:
-            shown = ", ".join(str(sid) for sid in session_ids if self.key(sid) in failed)
-            logger.error(
-                "cache %r refused to forget deleted sessions %s (%s: %s); it may serve them for up to %ss",
-                self.cache_alias, shown, type(exc).__name__, exc, self.timeout,
+            shown = ", ".join(str(sid) for sid in session_ids)
+            logger.log(
+                logging.ERROR if deleted else logging.WARNING,
+                "cache %r refused to forget %s %s (%s: %s); it may serve them for up to %ss",
+                self.cache_alias, "deleted sessions" if deleted else "older records of sessions", shown,
+                type(exc).__name__, exc, self.timeout,
             )  # fmt: skip
+
+    async def _count_save(self, saves_key: str) -> int:
+        """Count one more save of a session; the count after it.
+
+        No counter yet, or it expired: start one (a count lost meanwhile reads as a change).
+        """
+        # The sync incr(): the backends' own, atomic on Redis, memcached and
+        # locmem; BaseCache.aincr() is a get and a set, which loses counts.
+        incr = sync_to_async(self.cache.incr, thread_sensitive=True)
+        try:
+            count: int = await incr(saves_key)
+        except ValueError:
+            await self.cache.aadd(saves_key, 0, self.timeout)
+            count = await incr(saves_key)
+        return count
 
     async def _quietly(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T | None:
         """Run a cache call; on failure log a warning and carry on without the cache."""
