@@ -92,3 +92,23 @@ def test_purge_sessions_defaults_to_the_configured_database(other_alias):
     assert (rows(other_alias), rows("default")) == (0, 1)
     call_command("purge_sessions", "--before", "10", "--database", "default", "--no-progress", verbosity=0)
     assert rows("default") == 0
+
+
+def test_an_auth_change_on_another_alias_retires_answers_when_that_alias_commits(other_database):
+    """The signal's own alias decides which commit to wait for (not the default database's)."""
+    from django.core.cache import caches
+    from django.db import transaction
+
+    from sessions_app.api import auth_cache
+    from sessions_app.models import AgentKey
+
+    cache = caches["default"]
+    cache.set(auth_cache.GENERATION_KEY, "before", None)
+    with transaction.atomic(using=other_database):
+        key = AgentKey(name="elsewhere", agent_ids=[1], scopes=["read"])
+        AgentKey.objects.assign_key(key)
+        key.save(using=other_database)
+        # The default database is in autocommit: waiting on its commit would retire them now,
+        # before the change on the other alias is visible.
+        assert cache.get(auth_cache.GENERATION_KEY) == "before"
+    assert cache.get(auth_cache.GENERATION_KEY) != "before"

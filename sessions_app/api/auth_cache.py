@@ -175,16 +175,20 @@ def connect_signals() -> None:
     from django.db.models.signals import m2m_changed, post_delete, post_save
 
     user_model = get_user_model()
+    models = watched_models()
+    relations = [
+        relation.through
+        for relation in (
+            getattr(user_model, "groups", None),
+            getattr(user_model, "user_permissions", None),
+            Group.permissions,
+        )
+        if relation is not None and hasattr(relation, "through")
+    ]
     _watched_models.clear()
-    _watched_models.update(watched_models())
+    _watched_models.update(models)
     _watched_relations.clear()
-    for relation in (
-        getattr(user_model, "groups", None),
-        getattr(user_model, "user_permissions", None),
-        Group.permissions,
-    ):
-        if relation is not None and hasattr(relation, "through"):
-            _watched_relations.add(relation.through)
+    _watched_relations.update(relations)
     post_save.connect(on_auth_change, dispatch_uid="sessions_app-auth-save")
     post_delete.connect(on_auth_change, dispatch_uid="sessions_app-auth-delete")
     m2m_changed.connect(on_auth_change, dispatch_uid="sessions_app-auth-m2m")

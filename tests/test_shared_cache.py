@@ -1,0 +1,116 @@
+"""Two uvicorn workers sharing a Redis cache: a revocation reaches both at once, and Redis holds no secret."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from sessions_app.models import AgentKey, ExecutionSession
+from sessions_app.storage import SessionId
+
+from .servers import subprocess_database_url, uvicorn_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+REDIS_DB = 14
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+CALLS = 24  # each on a new connection, so both workers answer some
+
+
+@pytest.fixture(scope="module")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"no Redis server at 127.0.0.1:6379 ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI runs this test; start Redis")
+        pytest.skip(message)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def base(django_db_setup, django_db_blocker, redis_client) -> Iterator[str]:
+    with django_db_blocker.unblock():
+        url = subprocess_database_url()
+    env = {"DJANGO_REDIS_URL": REDIS_URL, "SESSIONS_AUTH_FAILURE_RATE": "100000/min"}
+    with uvicorn_server(url, workers=2, env=env) as served:
+        yield served
+
+
+@pytest.fixture(autouse=True)
+def shared_cache(settings):
+    """This process uses the workers' Redis too: its changes set the generation they read."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+
+
+def statuses(base: str, url: str, headers: dict[str, str]) -> set[int]:
+    """Each call on a new connection (both workers take some)."""
+    seen = set()
+    for _ in range(CALLS):
+        with httpx.Client(base_url=base, timeout=10, headers={**headers, "Connection": "close"}) as client:
+            seen.add(client.get(url).status_code)
+    return seen
+
+
+@pytest.fixture
+def session_url() -> str:
+    sid = SessionId.new()
+    ExecutionSession.objects.create(session_id=sid, agent_id=42, started_at_ns=1)
+    return f"/api/sessions/{sid}/"
+
+
+def test_a_revoked_key_is_refused_by_every_worker_on_the_next_request(base, session_url):
+    row, key = AgentKey.objects.create_key(name="fleet", agent_ids=[42])
+    headers = {"Authorization": f"Api-Key {key}"}
+    assert statuses(base, session_url, headers) == {200}
+    row.revoked = True
+    row.save()
+    assert statuses(base, session_url, headers) == {401}
+
+
+@pytest.mark.parametrize("change", ["token deleted", "user deactivated", "permission removed"])
+def test_operator_changes_reach_every_worker_on_the_next_request(base, session_url, make_user, change):
+    from rest_framework.authtoken.models import Token
+
+    user = make_user("view")
+    token = Token.objects.create(user=user)
+    headers = {"Authorization": f"Token {token.key}"}
+    assert statuses(base, session_url, headers) == {200}
+    if change == "token deleted":
+        token.delete()
+    elif change == "user deactivated":
+        user.is_active = False
+        user.save()
+    else:
+        user.user_permissions.clear()
+    assert statuses(base, session_url, headers) == {403 if change == "permission removed" else 401}
+
+
+def test_redis_holds_no_secret_after_authenticated_requests(base, session_url, make_user, redis_client):
+    from rest_framework.authtoken.models import Token
+
+    user = make_user("view")
+    token = Token.objects.create(user=user)
+    _, key = AgentKey.objects.create_key(name="fleet", agent_ids=[42])
+    assert statuses(base, session_url, {"Authorization": f"Token {token.key}"}) == {200}
+    assert statuses(base, session_url, {"Authorization": f"Api-Key {key}"}) == {200}
+    assert statuses(base, session_url, {"Authorization": f"Api-Key {key[:-3]}bad"}) == {401}  # counted
+    user.refresh_from_db()
+    secrets = [token.key, key, key.partition(".")[2], user.password]
+    everything = {name: redis_client.dump(name) or b"" for name in redis_client.scan_iter("*")}
+    assert everything, "nothing reached Redis: the test would prove nothing"
+    for name, value in everything.items():
+        for secret in secrets:
+            assert secret.encode() not in name and secret.encode() not in value
+        assert b"django.contrib.auth" not in value and b"authtoken" not in value
