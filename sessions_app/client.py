@@ -25,7 +25,7 @@ so a worker that has the client alone can use it, or run
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -47,7 +47,10 @@ class HttpSessionStore(SessionStore):
     ``api_key`` as ``Authorization: Api-Key ...`` (an agent key, scoped to
     its agents: ``manage.py create_agent_key``); give one or neither. ``timeout`` bounds each
     attempt, in seconds; ``client`` reuses an ``httpx.AsyncClient`` of yours
-    (which this store then does not close). Batch calls are split into
+    (which this store then does not close; it must belong to the loop
+    you call from). Otherwise the store opens a client per event loop and
+    closes it when ``asyncio.run()`` ends that loop, or on ``aclose()``, so
+    one store serves any number of loops in turn. Batch calls are split into
     requests of at most ``bulk_limit`` records, the server's
     ``SESSIONS_APP["MAX_BULK"]`` (10,000 unless the server changed it).
     """
@@ -78,24 +81,45 @@ class HttpSessionStore(SessionStore):
             self._headers["Authorization"] = f"Token {token}"
         elif api_key:
             self._headers["Authorization"] = f"Api-Key {api_key}"
-        self._own_client = client is None
-        self._client = client
+        self._given_client = client
+        # The store's own clients, one per event loop: an httpx.AsyncClient's
+        # connections belong to the loop that opened them.
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
-            self._own_client = True
-        return self._client
+        """The running event loop's client: the one you passed in, else this store's own for the loop."""
+        if self._given_client is not None:
+            return self._given_client
+        loop = asyncio.get_running_loop()
+        own = self._clients.get(loop)
+        if own is None or own.client.is_closed:
+            for other in [other for other in self._clients if other.is_closed()]:
+                del self._clients[other]  # its loop ended without asyncio.run()'s shutdown
+            own = self._clients[loop] = _LoopClient(httpx.AsyncClient(timeout=self.timeout))
+        return own.client
+
+    async def _client(self) -> httpx.AsyncClient:
+        client = self.client
+        own = self._clients.get(asyncio.get_running_loop())
+        if own is not None and own.hook is None:
+            # Closed when asyncio.run() shuts the loop down (it finalises async generators).
+            own.hook = _close_with_loop(own.client)
+            await anext(own.hook)
+        return client
 
     async def aclose(self) -> None:
-        """Close the HTTP connections (a client you passed in stays yours to close)."""
-        if self._own_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the running event loop's HTTP connections (a client you passed in stays yours to close).
+
+        The next call opens a new client. Without ``aclose()``, a loop's
+        client is closed when ``asyncio.run()`` ends that loop.
+        """
+        own = self._clients.pop(asyncio.get_running_loop(), None)
+        if own is not None:
+            await own.client.aclose()
 
     # -- the contract ------------------------------------------------------
 
@@ -158,7 +182,8 @@ class HttpSessionStore(SessionStore):
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = await self.client.request(
+                client = await self._client()
+                response = await client.request(
                     method, url, json=body, headers=self._headers, timeout=self.timeout
                 )
             except httpx.TransportError as exc:  # refused, reset, timed out, protocol errors
@@ -173,6 +198,24 @@ class HttpSessionStore(SessionStore):
                 continue
             raise _error_for(response, absent_is_not_found)
         raise AssertionError("unreachable")
+
+
+class _LoopClient:
+    """One event loop's client, and the async generator that closes it when the loop ends."""
+
+    __slots__ = ("client", "hook")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.hook: AsyncIterator[None] | None = None
+
+
+async def _close_with_loop(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Held open for the life of the loop; ``asyncio.run()`` finalises it, which closes the client."""
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 def _backoff(attempt: int, retry_after: str | None = None) -> float:

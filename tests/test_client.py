@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -96,6 +97,60 @@ async def test_bad_arguments_fail_before_any_request(server, token):
             await store.save((b"\x00" * 16, 1, 1))
         with pytest.raises(ValueError, match="16 bytes"):
             await store.load(b"\x00" * 15)
+
+
+# -- short-lived event loops ------------------------------------------------------
+
+
+def test_calls_each_under_its_own_asyncio_run_work_and_leave_nothing_open(server, token, monkeypatch):
+    """As the database store: any number of ``asyncio.run()`` in turn, each loop's client closed with it."""
+    import gc
+    import warnings
+
+    from sessions_app import client as client_module
+
+    opened: list[httpx.AsyncClient] = []
+
+    class Recorded(httpx.AsyncClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(client_module.httpx, "AsyncClient", Recorded)
+    store = HttpSessionStore(server, token=token)
+    record = SessionRecord(SessionId.new(), 5, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(10):
+            asyncio.run(store.save(record))
+            assert asyncio.run(store.load(record.session_id)) == record
+            assert all(client.is_closed for client in opened)  # each loop's client closed with the loop
+        gc.collect()
+    assert len(opened) == 20  # one client per loop
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+    async def aclose_then_call_again() -> None:
+        await store.load(record.session_id)
+        await store.aclose()
+        assert opened[-1].is_closed
+        assert await store.load(record.session_id) == record  # reopens
+        await store.aclose()
+
+    asyncio.run(aclose_then_call_again())
+    assert all(client.is_closed for client in opened)
+
+
+def test_a_client_you_pass_in_stays_yours(server, token):
+    async def run() -> None:
+        async with httpx.AsyncClient() as mine:
+            store = HttpSessionStore(server, token=token, client=mine)
+            record = SessionRecord(SessionId.new(), 6, 6)
+            await store.save(record)
+            await store.aclose()
+            assert not mine.is_closed
+            assert await store.load(record.session_id) == record  # still through it
+
+    asyncio.run(run())
 
 
 # -- errors onto the closed set -----------------------------------------------------
