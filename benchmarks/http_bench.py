@@ -2,7 +2,8 @@
 
 Measures requests/s, p50/p99 latency and the ratio to the baseline (the
 median of the ratios within each repetition) at 32 connections for
-``GET``, ``PUT`` and ``DELETE /api/sessions/{id}/``, and for the baseline: a
+``GET`` (with a user's token and with an agent key), ``PUT`` and ``DELETE
+/api/sessions/{id}/``, and for the baseline: a
 bare async Django view returning the same record as JSON
 (``benchmarks/urls.py``), served by the same server in the same run; once
 with one uvicorn worker and once with two. The server is the host project's
@@ -40,7 +41,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from rest_framework.settings import api_settings  # noqa: E402
 
 from sessions_app.conf import app_settings  # noqa: E402
-from sessions_app.models import ExecutionSession  # noqa: E402
+from sessions_app.models import AgentKey, ExecutionSession  # noqa: E402
 from sessions_app.storage import SessionId  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,14 +54,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare() -> tuple[str, SessionId]:
+def prepare() -> tuple[dict[str, str], SessionId]:
+    """The record, and the two credentials: a user's token and an agent key for its agent."""
     call_command("migrate", verbosity=0)
     user, _ = get_user_model().objects.get_or_create(username="bench")
     user.user_permissions.set(Permission.objects.filter(codename__endswith="_executionsession"))
     token, _ = Token.objects.get_or_create(user=user)
+    _, key = AgentKey.objects.create_key(name="bench", agent_ids=[42, 7])
     sid = SessionId.new()
     ExecutionSession.objects.create(session_id=sid, agent_id=42, started_at_ns=1_764_067_200_123_456_789)
-    return token.key, sid
+    return {"token": f"Token {token.key}", "key": f"Api-Key {key}"}, sid
 
 
 def wait_until_up(port: int, timeout: float = 30) -> None:
@@ -79,7 +82,9 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, token: str, seconds: int, body: str | None = None, method: str = "PUT") -> dict[str, float]:
+def wrk(
+    url: str, authorization: str, seconds: int, body: str | None = None, method: str = "PUT"
+) -> dict[str, float]:
     args = [
         "wrk",
         "-t2",
@@ -87,7 +92,7 @@ def wrk(url: str, token: str, seconds: int, body: str | None = None, method: str
         f"-d{seconds}s",
         "--latency",
         "-H",
-        f"Authorization: Token {token}",
+        f"Authorization: {authorization}",
     ]
     with tempfile.TemporaryDirectory() as scratch:
         if body is not None:
@@ -108,7 +113,9 @@ def wrk(url: str, token: str, seconds: int, body: str | None = None, method: str
     }
 
 
-def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repetitions: int) -> list[dict]:
+def serve_and_load(
+    credentials: dict[str, str], sid: SessionId, workers: int, seconds: int, repetitions: int
+) -> list[dict]:
     """Start uvicorn with ``workers`` processes and load each target; one row per target."""
     port = free_port()
     server = subprocess.Popen(
@@ -123,15 +130,23 @@ def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repet
         wait_until_up(port)
         base = f"http://127.0.0.1:{port}"
         body = json.dumps({"agent_id": 7, "started_at_ns": "18446744073709551615"})
+        token, key = credentials["token"], credentials["key"]
         targets = {
-            "bare async view GET": (f"{base}/bare/sessions/{sid}/", None, "GET"),
-            "API GET /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", None, "GET"),
-            "API PUT /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", body, "PUT"),
+            "bare async view GET": (f"{base}/bare/sessions/{sid}/", None, "GET", token),
+            "API GET /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", None, "GET", token),
+            "API GET, agent key": (f"{base}/api/sessions/{sid}/", None, "GET", key),
+            "API PUT /api/sessions/{id}/": (f"{base}/api/sessions/{sid}/", body, "PUT", token),
             # Deleting the same absent id again and again: each is a real DELETE statement, and a 204.
-            "API DELETE /api/sessions/{id}/": (f"{base}/api/sessions/{SessionId.new()}/", "", "DELETE"),
+            "API DELETE /api/sessions/{id}/": (
+                f"{base}/api/sessions/{SessionId.new()}/",
+                "",
+                "DELETE",
+                token,
+            ),  # noqa: E501
         }
-        for url, request_body, method in targets.values():
-            wrk(url, token, 1, request_body, method)  # warm-up: connections, prepared statements
+        for url, request_body, method, authorization in targets.values():
+            # warm-up: connections, prepared statements, the auth answers
+            wrk(url, authorization, 1, request_body, method)
         # Repetitions interleave the targets, every other one in reverse
         # order, so a drift of the machine's speed during the run weighs on
         # every row alike; each row's ratio to the bare view is the median
@@ -140,17 +155,23 @@ def serve_and_load(token: str, sid: SessionId, workers: int, seconds: int, repet
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for repetition in range(repetitions):
             order = list(targets.items())
-            for name, (url, request_body, method) in order if repetition % 2 == 0 else reversed(order):
-                runs[name].append(wrk(url, token, seconds, request_body, method))
+            for name, (url, request_body, method, authorization) in (
+                order if repetition % 2 == 0 else reversed(order)
+            ):
+                runs[name].append(wrk(url, authorization, seconds, request_body, method))
         bare = [run["requests_per_s"] for run in runs["bare async view GET"]]
+        token_get = [run["requests_per_s"] for run in runs["API GET /api/sessions/{id}/"]]
         for name, measured in runs.items():
             median = {key: statistics.median(run[key] for run in measured) for key in measured[0]}
             median["non_2xx"] = sum(run["non_2xx"] for run in measured)
             paired = [run["requests_per_s"] / base for run, base in zip(measured, bare, strict=True)]
             median["vs_bare"] = statistics.median(paired)
+            # The agent key's GET against the token's, paired the same way.
+            by_token = [run["requests_per_s"] / get for run, get in zip(measured, token_get, strict=True)]
+            median["vs_token_get"] = statistics.median(by_token)
             rows.append({"row": name + suffix, **median})
             print(f"  {name + suffix:44} {median['requests_per_s']:8.0f} req/s"
-                  f" ({median['vs_bare']:.2f}x bare)"
+                  f" ({median['vs_bare']:.2f}x bare, {median['vs_token_get']:.2f}x token GET)"
                   f"  p50 {median['p50_ms']:.2f} ms  p99 {median['p99_ms']:.2f} ms"
                   f"  non-2xx {median['non_2xx']}", flush=True)  # fmt: skip
     finally:
@@ -167,7 +188,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         print("RESULT " + json.dumps({"skipped": "wrk is not installed (apt-get install wrk)"}))
         return
-    token, sid = prepare()
+    credentials, sid = prepare()
     print(
         "  API policies: "
         + ", ".join(cls.__name__ for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES)
@@ -178,7 +199,7 @@ def main() -> None:
     )
     rows = []
     for workers in (1, 2):
-        rows += serve_and_load(token, sid, workers, args.seconds, args.repetitions)
+        rows += serve_and_load(credentials, sid, workers, args.seconds, args.repetitions)
     print("RESULT " + json.dumps({"connections": CONNECTIONS, "rows": rows}))
 
 

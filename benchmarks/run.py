@@ -160,6 +160,9 @@ def main() -> None:
             checks[f"{name}: API GET vs bare async view{workers or ' (1 worker)'}, under ASGI (>= 0.85)"] = (
                 api_get["vs_bare"]
             )
+            key_get = rows[f"API GET, agent key{workers}"]
+            cell = workers or " (1 worker)"
+            checks[f"{name}: API GET, agent key vs token{cell} (>= 0.9)"] = key_get["vs_token_get"]
 
     for name, url in databases.items():
         print(f"\n== remote bulk calls on {name} (HttpSessionStore against uvicorn, vs in-process)")
