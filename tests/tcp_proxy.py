@@ -8,7 +8,12 @@ import threading
 
 
 class SwitchableProxy:
-    """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and stops listening."""
+    """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and stops listening.
+
+    ``lose_next_answer()``: the next data the server sends on any connection
+    is not passed on; that connection is dropped instead. The server has
+    then done what it was asked (it answered), and the client never learns it.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -16,6 +21,14 @@ class SwitchableProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._lose_answer = threading.Event()
+        self._pass_before_losing = 0
+        self.answers_lost = 0
+
+    def lose_next_answer(self, after: int = 0) -> None:
+        """Drop the connection instead of passing on the server's next data (after ``after`` pieces)."""
+        self._pass_before_losing = after
+        self._lose_answer.set()
 
     def start(self) -> SwitchableProxy:
         listener = socket.socket()
@@ -55,13 +68,22 @@ class SwitchableProxy:
                 continue
             with self._lock:
                 self._sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(source, sink, answers), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while data := source.recv(65536):
+                if answers and self._lose_answer.is_set():
+                    with self._lock:
+                        lose = self._lose_answer.is_set() and self._pass_before_losing == 0
+                        if lose:
+                            self._lose_answer.clear()
+                        else:
+                            self._pass_before_losing -= 1
+                    if lose:
+                        self.answers_lost += 1
+                        break  # the finally drops both sides
                 sink.sendall(data)
         except OSError:
             pass

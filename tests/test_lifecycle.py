@@ -193,6 +193,32 @@ async def test_after_the_server_drops_every_pooled_connection_the_next_calls_suc
     await store.aclose()
 
 
+async def test_an_upsert_whose_answer_was_lost_still_reports_created_after_the_reconnect(proxied_alias):
+    """The server created the record and its answer never came back: the retry must not report a replace.
+
+    (What a PUT answers: 201 for created, 200 for replaced.)
+    """
+    alias, proxy = proxied_alias
+    store = DjangoSessionStore(alias)
+    await store.load_many([SessionId.new()])  # a pooled connection, reused by the next call
+    for n in range(3):
+        record = SessionRecord(SessionId.new(), 7, n)
+        proxy.lose_next_answer()
+        assert await store.upsert(record) is True  # created, though the first answer was lost
+        assert proxy.answers_lost == 2 * n + 1  # (the fault did happen)
+        assert await store.load(record.session_id) == record
+        proxy.lose_next_answer()
+        assert await store.upsert(SessionRecord(record.session_id, 8, n)) is False  # replaced
+        assert await store.load(record.session_id) == SessionRecord(record.session_id, 8, n)
+    # Lost later: the answer came, then the connection went before the COMMIT's reply.
+    record = SessionRecord(SessionId.new(), 9, 9)
+    proxy.lose_next_answer(after=1)
+    assert await store.upsert(record) is True
+    assert proxy.answers_lost == 7
+    assert await store.load(record.session_id) == record
+    await store.aclose()
+
+
 async def test_a_call_while_the_server_is_down_fails_promptly_then_recovers(proxied_alias):
     alias, proxy = proxied_alias
     store = DjangoSessionStore(alias)

@@ -22,7 +22,10 @@ It keeps what psycopg_pool gives that this path needs:
   connection it was lent drops every idle one (a restarted server dropped
   them all) and runs again on a new connection: no burst of failures after
   a restart. A call made while the server is down fails with
-  ``BackendError`` as soon as the new connection is refused;
+  ``BackendError`` as soon as the new connection is refused. A write that
+  answers (the upsert telling created from replaced) takes its answer
+  before it commits, so the retry cannot answer for a row the lost attempt
+  wrote: that costs it one round trip more (the ``COMMIT``);
 - lifecycle: a pool belongs to one event loop and is closed, server-side,
   when ``asyncio.run()`` shuts that loop down (an async generator the loop
   finalises), by ``aclose()``, and at interpreter exit. In a child made by
@@ -354,7 +357,17 @@ class PostgresPath:
         return await self.run(lambda conn: _execute(conn, statement))
 
     async def fetchone(self, statement: Statement) -> Row | None:
-        return await self.run(lambda conn: _fetchone(conn, statement))
+        if _reads_only(statement):
+            return await self.run(lambda conn: _fetchone(conn, statement))
+        # A write that answers (the upsert reporting whether it created): the
+        # answer is taken before the write commits, so a connection lost on
+        # the way cannot make the retry answer for a row the first attempt
+        # wrote. Lost before the answer: nothing was committed, and the
+        # retry's answer is right. Lost during the COMMIT: the first answer
+        # is, and the retry (idempotent) makes sure the write is there.
+        answers: list[Row | None] = []
+        row = await self.run(lambda conn: _fetchone_answered_before_commit(conn, statement, answers))
+        return answers[0] if answers else row
 
     async def fetchall(self, statements: Sequence[Statement]) -> list[Row]:
         return await self.run(lambda conn: _fetchall(conn, statements))
@@ -379,6 +392,34 @@ async def _execute(conn: Connection, statement: Statement) -> int:
 async def _fetchone(conn: Connection, statement: Statement) -> Row | None:
     cursor = await conn.execute(statement[0], statement[1])
     return await cursor.fetchone()
+
+
+def _reads_only(statement: Statement) -> bool:
+    return statement[0].lstrip()[:6].upper() == "SELECT"
+
+
+async def _fetchone_answered_before_commit(
+    conn: Connection, statement: Statement, answers: list[Row | None]
+) -> Row | None:
+    """One write in a transaction; its answer is appended to ``answers`` before the COMMIT is sent.
+
+    ``BEGIN`` and the statement go in one pipeline: one round trip more
+    than in autocommit (the COMMIT), not two.
+    """
+    try:
+        async with conn.pipeline() as pipeline:
+            await conn.execute("BEGIN")
+            cursor = await conn.execute(statement[0], statement[1])
+            await pipeline.sync()
+            row = await cursor.fetchone()
+    except _PG_ERRORS:  # (cancelled: the pool drops a connection left in a transaction)
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(*_PG_ERRORS):
+                await conn.execute("ROLLBACK")
+        raise
+    answers.append(row)
+    await conn.execute("COMMIT")
+    return row
 
 
 async def _fetchall(conn: Connection, statements: Sequence[Statement]) -> list[Row]:
