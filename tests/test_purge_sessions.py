@@ -1,10 +1,13 @@
 """``manage.py purge_sessions``: cut-offs, batches, dry runs, idempotence, and speed on many rows."""
 
+import contextlib
 import io
 import time
+from collections.abc import Iterator
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from sessions_app.management.commands.purge_sessions import parse_age, parse_moment
 from sessions_app.models import ExecutionSession
@@ -26,6 +29,21 @@ def purge(*args) -> str:
     out = io.StringIO()
     call_command("purge_sessions", *args, "--no-progress", stdout=out)
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def deletes_recorded() -> Iterator[list[int]]:
+    """The rows each ``DELETE`` the database ran took, in order."""
+    taken: list[int] = []
+
+    def record(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("DELETE"):
+            taken.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(record):
+        yield taken
 
 
 def test_before_deletes_strictly_older_sessions_only():
@@ -50,9 +68,28 @@ def test_dry_run_counts_and_deletes_nothing():
 
 def test_small_batches_delete_everything_and_a_second_run_deletes_nothing():
     seed(range(1000))
-    assert "Purged 1000 sessions" in purge("--before", "5000", "--batch-size", "7")
+    with deletes_recorded() as taken:
+        assert "Purged 1000 sessions" in purge("--before", "5000", "--batch-size", "7")
+    assert taken == [7] * 142 + [6]  # one DELETE per batch of at most 7; a short one ends it
     assert ExecutionSession.objects.count() == 0
-    assert "Purged 0 sessions" in purge("--before", "5000", "--batch-size", "7")
+    with deletes_recorded() as taken:
+        assert "Purged 0 sessions" in purge("--before", "5000", "--batch-size", "7")
+    assert taken == [0]
+
+
+def test_batches_take_the_oldest_first_and_a_full_last_batch_is_followed_by_an_empty_one():
+    seed(range(21))
+    remaining: list[list[int]] = []
+
+    def record(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("DELETE"):
+            remaining.append(sorted(ExecutionSession.objects.values_list("started_at_ns", flat=True)))
+        return result
+
+    with connection.execute_wrapper(record):
+        assert "Purged 21 sessions" in purge("--before", "100", "--batch-size", "7")
+    assert remaining == [list(range(7, 21)), list(range(14, 21)), [], []]
 
 
 def test_iso_date_times_are_utc_unless_zoned():
@@ -91,8 +128,10 @@ def test_purges_a_few_hundred_thousand_rows_in_batches():
     rows = 200_000
     seed(range(rows))
     started = time.perf_counter()
-    output = purge("--before", str(rows - 50_000), "--batch-size", "20000")
+    with deletes_recorded() as taken:
+        output = purge("--before", str(rows - 50_000), "--batch-size", "20000")
     elapsed = time.perf_counter() - started
+    assert taken == [20_000] * 7 + [10_000]  # in batches of the size asked for
     assert f"Purged {rows - 50_000} sessions" in output
     assert ExecutionSession.objects.count() == 50_000
     assert ExecutionSession.objects.filter(started_at_ns__lt=rows - 50_000).count() == 0
