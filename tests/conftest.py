@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,6 +18,20 @@ from sessions_app.storage import DjangoSessionStore, InMemorySessionStore
 
 from .servers import loopback_settings
 from .tcp_proxy import SwitchableProxy
+
+
+def missing(service: str, reason: str) -> NoReturn:
+    """A service or tool the test needs is absent: a skip on a contributor's machine, a failure under CI.
+
+    For what the test command expects to find (a database server, Redis,
+    pgbouncer, node, chromium, wrk): CI (the ``CI`` environment variable set)
+    has them all, so their absence there is a broken machine, not a test that
+    does not apply. What truly does not apply (a PostgreSQL-only test on
+    SQLite) skips with ``pytest.skip`` as before.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{service} is missing and CI runs this test: {reason}", pytrace=False)
+    pytest.skip(f"{service} is missing: {reason}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

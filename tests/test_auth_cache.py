@@ -21,6 +21,8 @@ from sessions_app.api import auth_cache
 from sessions_app.models import ExecutionSession
 from sessions_app.storage import SessionId
 
+from .conftest import missing
+
 pytestmark = pytest.mark.django_db
 
 
@@ -258,7 +260,7 @@ def test_a_generation_set_by_another_process_retires_the_answers_in_memory(setti
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
     except redis.RedisError:
-        pytest.skip("no Redis server at 127.0.0.1:6379")
+        missing("Redis", "no Redis server at 127.0.0.1:6379")
     settings.CACHES = {
         **settings.CACHES,
         "shared": {

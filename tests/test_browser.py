@@ -7,6 +7,8 @@ import pytest
 from sessions_app.models import ExecutionSession
 from sessions_app.storage import SessionId
 
+from .conftest import missing
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = shutil.which("chromium")
@@ -16,8 +18,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(
-            "no Debian chromium + chromium-driver here; scripts/install-system-packages.sh installs them"
+        missing(
+            "chromium",
+            "no Debian chromium + chromium-driver here; scripts/install-system-packages.sh installs them",
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -19,6 +19,8 @@ from sessions_app.storage import (
 )
 from sessions_app.storage.cached import TOMBSTONE
 
+from .conftest import missing
+
 
 def redis_reachable() -> bool:
     try:
@@ -55,7 +57,7 @@ def caches_under_test(settings):
 def cache_alias(request):
     if request.param == "redis":
         if not redis_reachable():
-            pytest.skip("Redis at 127.0.0.1:6379 is not reachable")
+            missing("Redis", "Redis at 127.0.0.1:6379 is not reachable")
         return "redis"
     return "default"
 
@@ -179,7 +181,7 @@ def private_redis(tmp_path, settings):
 
     executable = shutil.which("redis-server")
     if executable is None:
-        pytest.skip("redis-server is not installed")
+        missing("redis-server", "not installed; scripts/install-system-packages.sh installs it")
     port = free_port()
     process = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -313,7 +315,7 @@ class SharedSlowStore(InMemorySessionStore):
 def test_concurrent_saves_from_several_threads_never_leave_an_older_record_cached():
     """Real concurrency against a real Redis: four threads, each its own event loop, saving the same ids."""
     if not redis_reachable():
-        pytest.skip("Redis at 127.0.0.1:6379 is not reachable")
+        missing("Redis", "Redis at 127.0.0.1:6379 is not reachable")
     backing = SharedSlowStore()
     ids = [SessionId.new() for _ in range(20)]
     rounds = 15

@@ -18,6 +18,7 @@ import pytest
 
 from sessions_app.storage import SessionId
 
+from .conftest import missing
 from .servers import subprocess_database_url, uvicorn_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -33,7 +34,7 @@ def run(*command: str) -> str:
 
 def test_a_client_generated_from_the_schema_round_trips_the_extreme_values(make_user):
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js and npm are not installed")
+        missing("node", "Node.js and npm are not installed; scripts/install-system-packages.sh installs them")
     from rest_framework.authtoken.models import Token
 
     if not (CLIENT / "node_modules" / ".bin" / "tsc").exists():
