@@ -34,16 +34,26 @@ async def test_pool_size_caps_connections_and_pool_timeout_bounds_the_wait(setti
     settings.SESSIONS_APP = {"POOL_SIZE": 3, "POOL_TIMEOUT": 0.5}
     store = DjangoSessionStore()
     assert store.path_name == "PostgresPath"
-    sleepers = [asyncio.create_task(store.path.execute(("SELECT pg_sleep(2)", ()))) for _ in range(3)]
-    await asyncio.sleep(0.3)  # let the three take every connection
-    pool = store.path.pool_for_running_loop()
-    assert (pool.open_count, pool.in_use) == (3, 3)
+    # The sleepers hold every connection far longer than the bounds below,
+    # so no timing of a busy machine decides the outcome.
+    sleepers = [asyncio.create_task(store.path.execute(("SELECT pg_sleep(60)", ()))) for _ in range(4)]
+
+    for _ in range(3000):  # until the pool has lent every connection (at most 30 s)
+        pool = store.path.pool_for_running_loop()
+        if pool is not None and pool.in_use == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert pool is not None
+    assert (pool.open_count, pool.in_use) == (3, 3)  # the fourth sleeper waits: POOL_SIZE caps them
     started = time.monotonic()
     with pytest.raises(BackendError, match="stayed busy"):
-        await store.load(SessionId.new())
-    assert 0.4 < time.monotonic() - started < 1.5
-    await asyncio.gather(*sleepers)
-    assert pool.open_count == 3
+        # Without the bound the load would wait for a sleeper: a TimeoutError here, not a BackendError.
+        await asyncio.wait_for(store.load(SessionId.new()), 30)
+    assert time.monotonic() - started >= 0.45  # it waited POOL_TIMEOUT first (timers never fire early)
+    assert (pool.open_count, pool.in_use) == (3, 3)
+    for sleeper in sleepers:
+        sleeper.cancel()
+    await asyncio.gather(*sleepers, return_exceptions=True)
 
 
 @pytest.mark.parametrize("cache_timeout", [0, 300])
