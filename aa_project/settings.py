@@ -145,7 +145,16 @@ if os.environ.get("DJANGO_REDIS_URL"):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": os.environ["DJANGO_REDIS_URL"],
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            # One pool per worker process (sessions_app.caching shares the
+            # cache object), bounded: a caller waits at most 1 s for one of
+            # its 16 connections, then goes on without the cache.
+            "OPTIONS": {
+                "pool_class": "redis.BlockingConnectionPool",
+                "max_connections": int(os.environ.get("DJANGO_REDIS_MAX_CONNECTIONS", "16")),
+                "timeout": 1,
+                "socket_connect_timeout": 1,
+                "socket_timeout": 1,
+            },
         }
     }
 

@@ -142,7 +142,7 @@ def serve_and_load(
                 "",
                 "DELETE",
                 token,
-            ),  # noqa: E501
+            ),
         }
         for url, request_body, method, authorization in targets.values():
             # warm-up: connections, prepared statements, the auth answers

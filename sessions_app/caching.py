@@ -1,32 +1,57 @@
-"""Which caches answer from this process's memory, and one shared handle to each.
+"""Django's caches as this app uses them: one object per process, and outages reported once.
 
-Django's ``caches[alias]`` keeps one cache object per thread and, under
-ASGI, per request context: every request served on the event loop builds a
-new ``LocMemCache`` object the first time it touches a cache (about 10 us
-on the development machine). The in-process backends need no such care:
-every ``LocMemCache`` object of one ``LOCATION`` shares one dictionary and
-one lock, and ``DummyCache`` holds nothing, so ``cache_for`` hands out one
-object per alias for the process. Every other backend (Redis, Memcached,
-the database) is Django's per-context object, as always.
+One object per process. Django's ``caches[alias]`` keeps one cache object
+per thread and, under ASGI, per request context, so every request served
+on the event loop builds a new one. For a ``LocMemCache`` that costs about
+10 us; for a ``RedisCache`` it costs a new connection pool, so a busy
+worker opened about one Redis connection per request and kept hundreds.
+``cache_for(alias)`` hands out one object per process for the backends
+that are safe to share between threads: the in-process ones (every
+``LocMemCache`` of a ``LOCATION`` shares one dictionary and lock,
+``DummyCache`` holds nothing) and ``RedisCache`` (redis-py's connection
+pool is thread-safe, bounded by ``OPTIONS["max_connections"]``, and resets
+itself in a forked child). Any other backend (Memcached, the database) is
+Django's per-context object, as always.
+
+Outages. A cache that fails is reported once when it starts failing (a
+WARNING, and ``sessions_cache_outages_total{alias}``) and once when it
+answers again (a WARNING with how long it was down), not once per request.
+``tolerant(alias)`` is a cache that never raises: a failed read is a miss
+and a failed write is dropped (DRF's throttles then let requests through
+until the cache is back, rather than answering 500).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from typing import Any
 
+import prometheus_client
 from django.core.cache import BaseCache, caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django.core.signals import setting_changed
 from django.utils.connection import ConnectionProxy
 
-IN_PROCESS_CACHES: tuple[type[BaseCache], ...] = (LocMemCache, DummyCache)
+logger = logging.getLogger("sessions_app.cache")
 
-# alias -> the process's shared object, or None: "not in-process, use caches[alias]".
+IN_PROCESS_CACHES: tuple[type[BaseCache], ...] = (LocMemCache, DummyCache)
+SHARED_CACHES: tuple[type[BaseCache], ...] = (*IN_PROCESS_CACHES, RedisCache)
+
+OUTAGES = prometheus_client.Counter(
+    "sessions_cache_outages", "Times a cache started failing (each outage once), by alias.", ["alias"]
+)
+
+# alias -> the process's shared object, or None: "not shareable, use caches[alias]".
 _shared: dict[str, BaseCache | None] = {}
 _shared_lock = threading.Lock()
+# alias -> when its current outage started (time.monotonic()).
+_down: dict[str, float] = {}
 
 
 def in_process(cache: object) -> bool:
@@ -38,27 +63,84 @@ def in_process(cache: object) -> bool:
 
 
 def cache_for(alias: str) -> BaseCache:
-    """The cache of ``alias``: one object for the process if it is in-process, else ``caches[alias]``."""
+    """The cache of ``alias``: one object for the process where that is safe, else ``caches[alias]``."""
     try:
         shared = _shared[alias]
     except KeyError:
         with _shared_lock:
             if alias not in _shared:
                 candidate = caches.create_connection(alias)
-                _shared[alias] = candidate if isinstance(candidate, IN_PROCESS_CACHES) else None
+                _shared[alias] = candidate if isinstance(candidate, SHARED_CACHES) else None
             shared = _shared[alias]
     return caches[alias] if shared is None else shared
 
 
 def alias_of(cache: object) -> str | None:
-    """The alias behind a proxy such as ``django.core.cache.cache`` (DRF's throttles hold it), else None."""
-    return cache._alias if isinstance(cache, ConnectionProxy) else None
+    """The alias behind ``django.core.cache.cache`` (DRF's throttles hold it) or a ``TolerantCache``."""
+    if isinstance(cache, ConnectionProxy):
+        alias: str = cache._alias
+        return alias
+    if isinstance(cache, TolerantCache):
+        return cache.alias
+    return None
+
+
+def failed(alias: str, exc: BaseException) -> None:
+    """Note that ``alias`` failed; the first failure of an outage is logged and counted."""
+    if alias in _down:
+        return
+    _down[alias] = time.monotonic()
+    OUTAGES.labels(alias).inc()
+    logger.warning(
+        "cache %r is unavailable (%s: %s); going on without it until it answers again",
+        alias,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def answered(alias: str) -> None:
+    """Note that ``alias`` answered; the end of an outage is logged."""
+    if alias in _down:
+        started = _down.pop(alias, None)
+        if started is not None:
+            logger.warning("cache %r answers again after %.1f s", alias, time.monotonic() - started)
+
+
+class TolerantCache:
+    """The cache of ``alias`` for callers that can do without it: never raises, reports outages."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            value = cache_for(self.alias).get(key, default)
+        except Exception as exc:
+            failed(self.alias, exc)
+            return default
+        answered(self.alias)
+        return value
+
+    def set(self, key: str, value: Any, timeout: float | object | None = DEFAULT_TIMEOUT) -> bool:
+        try:
+            cache_for(self.alias).set(key, value, timeout)  # type: ignore[arg-type]
+        except Exception as exc:
+            failed(self.alias, exc)
+            return False
+        answered(self.alias)
+        return True
+
+
+def tolerant(alias: str) -> TolerantCache:
+    return TolerantCache(alias)
 
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     if setting == "CACHES":
         with _shared_lock:
             _shared.clear()
+        _down.clear()
 
 
 def _after_fork_in_child() -> None:

@@ -72,3 +72,60 @@ def uvicorn_server(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, to stop and start again at will (same port)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        import shutil
+
+        self.executable = shutil.which("redis-server")
+        if self.executable is None:
+            raise FileNotFoundError("redis-server is not installed (Debian package redis-server)")
+        self.directory = str(directory)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        import redis
+
+        self.process = subprocess.Popen(
+            [self.executable or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.directory],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError("redis-server did not start") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, as in a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def stats(self) -> dict[str, object]:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
+            return dict(client.info())
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

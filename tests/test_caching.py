@@ -1,4 +1,4 @@
-"""``sessions_app.api.caching``: one cache object per process for in-process backends, Django's elsewhere."""
+"""``sessions_app.caching``: one cache object per process where that is safe, Django's elsewhere."""
 
 import contextvars
 import os
@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.core.cache import caches
 
-from sessions_app.api import caching
+from sessions_app import caching
 
 
 def in_new_context(function):
@@ -33,16 +33,20 @@ def test_the_shared_object_sees_what_djangos_objects_store():
     assert seen_by_django == "written through the shared object"
 
 
-def test_a_network_cache_stays_djangos_per_context_object(settings):
+def test_a_cache_not_known_to_be_thread_safe_stays_djangos_per_context_object(settings):
     settings.CACHES = {
         **settings.CACHES,
-        "network": {
+        "network": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_table"},
+        "redis": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": "redis://127.0.0.1:9/0",
         },
     }
     assert caching.cache_for("network") is caches["network"]
     assert not caching.in_process(caching.cache_for("network"))
+    # Redis: one object (one connection pool) for the process, but not in-process.
+    assert in_new_context(lambda: caching.cache_for("redis")) is caching.cache_for("redis")
+    assert not caching.in_process(caching.cache_for("redis"))
     assert caching.in_process(caches["default"])
     from django.core.cache import cache as default_proxy  # what DRF's throttles hold
 

@@ -25,7 +25,10 @@ elsewhere within the timeout). Changes Django does not signal
 (``QuerySet.update()``, raw SQL) take effect within the timeout. ``0``
 turns the memory off.
 
-If the cache fails, the answer comes from the database, with a warning.
+If the cache fails, the answer comes from the database (the outage logged
+once, ``sessions_app.caching``). A change made while the cache is down
+cannot retire the answers other processes keep: they go on at most
+``AUTH_CACHE_TIMEOUT`` (logged at ERROR).
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from typing import Any, TypeVar
 
 from django.db import router, transaction
 
+from ..caching import answered, cache_for, failed
 from ..conf import app_settings
-from .caching import cache_for
 
 logger = logging.getLogger("sessions_app.api")
 
@@ -74,8 +77,9 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
             cache.add(GENERATION_KEY, secrets.token_hex(8), None)
             generation = cache.get(GENERATION_KEY)
     except Exception as exc:
-        logger.warning("session API: auth cache unavailable, asking the database: %s", exc)
+        failed(app_settings.AUTH_CACHE_ALIAS, exc)  # logged once an outage: the database answers
         return compute()
+    answered(app_settings.AUTH_CACHE_ALIAS)
     name = (kind, parts)
     entry = _answers.get(name)
     if entry is not None and entry[0] == generation and time.time() < entry[1]:
@@ -109,7 +113,8 @@ def new_generation() -> None:
     try:
         cache_for(app_settings.AUTH_CACHE_ALIAS).set(GENERATION_KEY, secrets.token_hex(8), None)
     except Exception as exc:
-        logger.warning("session API: could not retire cached auth answers: %s", exc)
+        failed(app_settings.AUTH_CACHE_ALIAS, exc)
+        logger.error("session API: could not retire kept auth answers (cache down): %s", exc)
 
 
 # Concrete models whose rows change an authentication or permission answer,

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from django.core.cache import caches
 from django.http import HttpRequest, JsonResponse
 from django.utils.module_loading import import_string
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from ..caching import cache_for
 from ..conf import app_settings
 from ..storage import CachedSessionStore, DjangoSessionStore
 from ..storage.errors import StorageError
@@ -55,7 +55,7 @@ def _cache_aliases() -> list[str]:
 
 
 async def _check_cache(alias: str, seconds: float) -> dict[str, str]:
-    cache = caches[alias]
+    cache = cache_for(alias)
     try:
         async with asyncio.timeout(seconds):
             await cache.aset("sessions_app:health", "ok", 30)

@@ -29,8 +29,8 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import SynchronousOnlyOperation
 from rest_framework.request import Request
 
+from ..caching import cache_for, in_process
 from ..conf import app_settings
-from .caching import cache_for, in_process
 
 LOOP_SAFE_PACKAGES = ("rest_framework", "sessions_app")
 

@@ -10,7 +10,8 @@ database query, and even with a correct key).
 
 The address is DRF's ``get_ident``: ``REMOTE_ADDR``, or the
 ``X-Forwarded-For`` entry that ``REST_FRAMEWORK["NUM_PROXIES"]`` proxies
-vouch for. The counts live in the cache DRF's throttles use (``default``).
+vouch for. The counts live in the cache DRF's throttles use (``default``);
+while that cache is down they are not kept, and no address is refused.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from ..caching import alias_of, tolerant
 from ..conf import app_settings
-from .caching import alias_of, cache_for
 
 
 class AuthFailureThrottle(SimpleRateThrottle):
@@ -34,7 +35,8 @@ class AuthFailureThrottle(SimpleRateThrottle):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cache = cache_for(alias_of(default_cache) or "default")
+        # The shared object; with the cache down, failures go uncounted (logged once).
+        self.cache = tolerant(alias_of(default_cache) or "default")  # type: ignore[assignment]
         limit, window = self.parse_rate(self.rate)
         self.limit: int = limit or 0
         self.window: float = float(window or 0)

@@ -46,6 +46,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from ..caching import alias_of, tolerant
 from ..conf import app_settings
 from ..models import ExecutionSession
 from ..storage.db import DjangoSessionStore, SyncDjangoSessionStore, backend_errors
@@ -53,7 +54,6 @@ from ..storage.errors import BackendError, ConflictError, NotFound, OutOfScope, 
 from ..storage.types import SessionId, SessionRecord
 from .authentication import AgentGrant
 from .bulk import ids_from, records_from
-from .caching import alias_of, cache_for
 from .fields import SessionIdField
 from .filters import ExecutionSessionFilter
 from .negotiation import ExecutionSessionContentNegotiation
@@ -252,10 +252,12 @@ class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # t
             self._throttles = [throttle() for throttle in app_settings.THROTTLE_CLASSES]
             for throttle in self._throttles:
                 # DRF's throttles hold django.core.cache.cache, a new cache
-                # object per request context; an in-process one is shared.
+                # object per request context, which raises when the cache is
+                # down: here the process's shared object, and a cache outage
+                # lets requests through (logged once) instead of a 500.
                 alias = alias_of(getattr(throttle, "cache", None))
                 if alias is not None:
-                    throttle.cache = cache_for(alias)
+                    throttle.cache = tolerant(alias)
         return self._throttles
 
     def policy_checks(self) -> list[Callable[[Request], None]]:
