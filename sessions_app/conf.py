@@ -32,7 +32,11 @@ DEFAULTS: dict[str, Any] = {
     # driver is installed (psycopg's async pool on PostgreSQL, a dedicated
     # thread on SQLite); otherwise, or with False, Django's cursor through
     # sync_to_async. POOL_SIZE and POOL_TIMEOUT (seconds to wait for a
-    # connection) size the PostgreSQL pool of each event loop.
+    # connection) size the PostgreSQL pool of each event loop. The native
+    # PostgreSQL path reads the alias' DATABASES OPTIONS as Django does:
+    # server-side prepared statements stay off unless
+    # OPTIONS["prepare_threshold"] is set (leave it unset or None behind
+    # PgBouncer in transaction mode; 5 when connected straight to PostgreSQL).
     "NATIVE_ASYNC": True,
     "POOL_SIZE": 10,
     "POOL_TIMEOUT": 5.0,

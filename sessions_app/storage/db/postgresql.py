@@ -79,7 +79,20 @@ _PG_ERRORS = (psycopg.Error, OSError)
 
 @dataclass(frozen=True)
 class ConnectSpec:
-    """How to open one connection for an alias, read from Django's settings for it."""
+    """How to open one connection for an alias, read from Django's settings for it.
+
+    Server-side prepared statements are off unless ``OPTIONS["prepare_threshold"]``
+    asks for them, as on Django's own connections: behind a pooler in
+    transaction mode (PgBouncer's ``pool_mode = transaction``) each
+    transaction may run on another server connection, where a statement this
+    connection prepared does not exist or another client's of the same name
+    does, and the call fails. Connected straight to PostgreSQL (or through a
+    pooler that tracks prepared statements, PgBouncer 1.21+ with
+    ``max_prepared_statements``), ``OPTIONS["prepare_threshold"] = 5`` makes
+    psycopg prepare each statement after five uses; ``None`` (or no key)
+    keeps them off. ``tests/test_pgbouncer.py`` runs the store and the API
+    behind a real PgBouncer.
+    """
 
     conninfo: str
     prepare_threshold: int | None
@@ -97,12 +110,8 @@ class ConnectSpec:
         level = options.get("isolation_level")
         return cls(
             conninfo=make_conninfo("", **params),
-            # Django turns server-side prepared statements off unless
-            # OPTIONS asks for them (for transaction-mode poolers). This path
-            # runs the same few statements all the time, so it keeps
-            # psycopg's default (prepare after 5 uses);
-            # OPTIONS["prepare_threshold"] = None turns it off here too.
-            prepare_threshold=options.get("prepare_threshold", 5),
+            # Off unless OPTIONS asks (Django's default): safe behind PgBouncer.
+            prepare_threshold=options.get("prepare_threshold"),
             role=options.get("assume_role") or None,
             isolation_level=None if level is None else psycopg.IsolationLevel(level),
         )
