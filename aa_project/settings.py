@@ -105,9 +105,14 @@ ASGI_APPLICATION = "aa_project.asgi.application"
 # thread, until the server refuses more. PostgreSQL reuses connections
 # through Django's own pool (psycopg_pool) instead.
 # An empty DATABASE_URL counts as unset.
+# CONN_HEALTH_CHECKS: a connection is checked before it is reused, and on
+# PostgreSQL Django's pool checks each one before lending it, so a server
+# that dropped its connections (a restart, a failover) costs no failed call.
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=0,
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
