@@ -8,7 +8,10 @@
 #
 # WEB_CONCURRENCY: worker processes (default 1). With more than one, the
 # Prometheus metrics of every worker are added up through
-# PROMETHEUS_MULTIPROC_DIR, which this script sets (and empties) when unset.
+# PROMETHEUS_MULTIPROC_DIR, which this script sets (and empties) when unset;
+# uvicorn's supervisor starts a new worker when one dies.
+# SERVER_READ_TIMEOUT: seconds a client has to send a whole request (10):
+# a stalled or slow client's connection is closed then (aa_project/server.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -23,4 +26,4 @@ if [ "$WORKERS" -gt 1 ] && [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
   rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 fi
 exec .venv/bin/uvicorn aa_project.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
-  --workers "$WORKERS"
+  --workers "$WORKERS" --http aa_project.server:ReadTimeoutHttpToolsProtocol --timeout-keep-alive 5

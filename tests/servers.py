@@ -44,13 +44,13 @@ def loopback_settings(port: int) -> dict:
 
 @contextlib.contextmanager
 def uvicorn_server(
-    database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str, *, workers: int = 1, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[str]:
     """Serve the project on 127.0.0.1 until the block ends; yields the base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "aa_project.asgi:application",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--workers", str(workers)],
+         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--workers", str(workers), *args],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "aa_project.settings",
              "API_THROTTLE_USER": "10000000/minute", **(env or {})},
