@@ -15,7 +15,11 @@ def send(api, method, path, body: bytes, content_type: str):
     return getattr(api, method)(path, body, content_type=content_type)
 
 
-@pytest.mark.parametrize(("method", "path"), [("post", URLS[0]), ("put", URLS[1]), ("patch", URLS[1])])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("post", URLS[0]), ("put", URLS[1]), ("patch", URLS[1])],
+    ids=["post-list", "put-detail", "patch-detail"],  # the same on every pytest-xdist worker
+)
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [
