@@ -25,7 +25,7 @@ cd "$work"
 "$work/venv/bin/django-admin" startproject hostsite
 cd hostsite
 # The two lines: the app (with the apps it builds on) and its URLs.
-echo 'INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", "sessions_app"]' >> hostsite/settings.py
+echo 'INSTALLED_APPS += ["rest_framework", "rest_framework_api_key", "django_filters", "drf_spectacular", "sessions_app"]' >> hostsite/settings.py
 sed -i 's/^from django.urls import path$/from django.urls import include, path/' hostsite/urls.py
 echo 'urlpatterns += [path("api/", include("sessions_app.api.urls"))]' >> hostsite/urls.py
 
