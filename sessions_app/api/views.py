@@ -302,9 +302,9 @@ class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # t
 
     @property
     def async_store(self) -> DjangoSessionStore:
-        store = _stores(app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC)
-        agents = self.agent_scope()
-        return store if agents is None else store.for_agents(agents)
+        return _stores(
+            app_settings.DATABASE_ALIAS, self.queryset.model, app_settings.NATIVE_ASYNC, self.agent_scope()
+        )
 
     def check_agent(self, agent_id: int) -> None:
         """403 naming ``agent_id`` when an agent key may not act for it."""
@@ -601,10 +601,18 @@ class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # t
         )
 
 
-@functools.cache
-def _stores(alias: str, model: type[ExecutionSession], native_async: bool) -> DjangoSessionStore:
-    """One store per database alias, model and ``NATIVE_ASYNC``: a store is stateless past its path."""
-    return DjangoSessionStore(alias, model=model, native_async=native_async)
+@functools.lru_cache(maxsize=4096)
+def _stores(
+    alias: str, model: type[ExecutionSession], native_async: bool, agents: tuple[int, ...] | None
+) -> DjangoSessionStore:
+    """One store per database alias, model, ``NATIVE_ASYNC`` and agent scope (a key's agents, or None).
+
+    A store is stateless past its path, which every store of an alias
+    shares, so keeping them is safe; it spares each request with an agent
+    key a scoped copy. Bounded: past 4,096 scopes the least used go.
+    """
+    store = DjangoSessionStore(alias, model=model, native_async=native_async)
+    return store if agents is None else store.for_agents(agents)
 
 
 async def _rendered(response: HttpResponseBase) -> HttpResponseBase:
