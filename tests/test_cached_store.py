@@ -158,14 +158,19 @@ async def test_a_value_it_cannot_read_is_a_miss(cache_alias):
     assert await caches[cache_alias].aget(store.key(record.session_id)) == ("junk", -1)  # add() kept it
 
 
-async def test_with_the_cache_down_it_falls_back_to_the_backing_store_and_warns(caplog):
+async def test_with_the_cache_down_it_falls_back_to_the_backing_store_and_warns_once(caplog):
+    from sessions_app import caching
+
+    caching._down.pop("down", None)
     store = CachedSessionStore(InMemorySessionStore(), cache_alias="down", timeout=60)
     record = SessionRecord(SessionId.new(), 1, 2)
-    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+    with caplog.at_level(logging.WARNING, logger="sessions_app.cache"):
         await assert_session_store_conformance(store, record)
         await store.save_many([record])
         assert await store.load_many([record.session_id]) == {record.session_id: record}
-    assert any("using the backing store alone" in message for message in caplog.messages)
+    # A dozen failed cache calls, one outage: one warning.
+    outage = [message for message in caplog.messages if "cache 'down' is unavailable" in message]
+    assert len(outage) == 1, caplog.messages
 
 
 @pytest.fixture
@@ -222,9 +227,9 @@ async def test_a_cache_that_refuses_the_tombstone_drops_the_record_instead(priva
     assert await store.load(record.session_id) == record  # cached now
     private_redis.config_set("maxmemory-policy", "noeviction")
     private_redis.config_set("maxmemory", 1)  # every write is refused from here on
-    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+    with caplog.at_level(logging.WARNING):
         await store.delete(record.session_id)
-    assert any("refused tombstones" in message for message in caplog.messages)
+    assert any("is unavailable" in message and "OutOfMemory" in message for message in caplog.messages)
     private_redis.config_set("maxmemory", 0)
     with pytest.raises(NotFound):
         await store.load(record.session_id)
@@ -253,9 +258,9 @@ async def test_a_save_the_cache_refuses_drops_the_older_cached_record(private_re
     assert await store.load(sid) == SessionRecord(sid, 1, 1)  # cached now
     private_redis.config_set("maxmemory-policy", "noeviction")
     private_redis.config_set("maxmemory", 1)  # every write is refused from here on
-    with caplog.at_level(logging.WARNING, logger="sessions_app.storage"):
+    with caplog.at_level(logging.WARNING):
         await store.save(SessionRecord(sid, 2, 2))  # the backing store takes it
-    assert any("refused a write" in message for message in caplog.messages)
+    assert any("is unavailable" in message and "OutOfMemory" in message for message in caplog.messages)
     private_redis.config_set("maxmemory", 0)
     assert await store.load(sid) == SessionRecord(sid, 2, 2)
 

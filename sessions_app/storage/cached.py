@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.core.cache import BaseCache, caches
+from django.core.cache import BaseCache
 
+from ..caching import answered, cache_for, failed
 from .base import SessionStore
 from .errors import NotFound
 from .types import SessionId, SessionRecord, check_record
@@ -90,7 +91,7 @@ class CachedSessionStore(SessionStore):
 
     @property
     def cache(self) -> BaseCache:
-        return caches[self.cache_alias]
+        return cache_for(self.cache_alias)
 
     def key(self, session_id: SessionId) -> str:
         return self.key_prefix + session_id.hex()
@@ -108,7 +109,7 @@ class CachedSessionStore(SessionStore):
             saves_after = await self._count_save(saves_key)
         except Exception as exc:
             # The old record must not stay: drop it, as a delete whose tombstone is refused does.
-            logger.warning("cache %r refused a write (%s: %s)", self.cache_alias, type(exc).__name__, exc)
+            failed(self.cache_alias, exc)
             await self._drop([record.session_id])
             return
         if saves_after != (saves_before if isinstance(saves_before, int) else 0) + 1:
@@ -141,13 +142,13 @@ class CachedSessionStore(SessionStore):
         await self.backing_store.save_many(records)
         values = {self.key(record.session_id): _encode(record) for record in records}
         try:
-            failed = await self.cache.aset_many(values, self.timeout)
+            refused = await self.cache.aset_many(values, self.timeout)
         except Exception as exc:
-            logger.warning("cache %r refused a write (%s: %s)", self.cache_alias, type(exc).__name__, exc)
-            failed = list(values)
-        if failed:
+            failed(self.cache_alias, exc)
+            refused = list(values)
+        if refused:
             await self._drop(
-                [record.session_id for record in records if self.key(record.session_id) in failed]
+                [record.session_id for record in records if self.key(record.session_id) in refused]
             )
 
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
@@ -189,25 +190,30 @@ class CachedSessionStore(SessionStore):
         """Tombstone deleted ids; failing that, drop their cached records; failing that, say so."""
         keys = [self.key(sid) for sid in session_ids]
         try:
-            failed = await self.cache.aset_many(dict.fromkeys(keys, TOMBSTONE), self.timeout)
+            refused = await self.cache.aset_many(dict.fromkeys(keys, TOMBSTONE), self.timeout)
         except Exception as exc:
-            logger.warning("cache %r refused tombstones (%s: %s)", self.cache_alias, type(exc).__name__, exc)
-            failed = keys
-        if failed:
-            await self._drop([sid for sid in session_ids if self.key(sid) in failed], deleted=True)
+            failed(self.cache_alias, exc)
+            refused = keys
+        if refused:
+            await self._drop([sid for sid in session_ids if self.key(sid) in refused], deleted=True)
 
     async def _drop(self, session_ids: list[SessionId], *, deleted: bool = False) -> None:
-        """Drop the cached records of ``session_ids``; failing that, log them (deleted ones at ERROR)."""
+        """Drop the cached records of ``session_ids``; failing that, name the deleted ones at ERROR.
+
+        A cache that fails is an outage, logged once (``caching.failed``);
+        deleted sessions it may still serve are named each time, since
+        serving them would bring back a delete.
+        """
         try:
             await self.cache.adelete_many([self.key(sid) for sid in session_ids])
         except Exception as exc:
-            shown = ", ".join(str(sid) for sid in session_ids)
-            logger.log(
-                logging.ERROR if deleted else logging.WARNING,
-                "cache %r refused to forget %s %s (%s: %s); it may serve them for up to %ss",
-                self.cache_alias, "deleted sessions" if deleted else "older records of sessions", shown,
-                type(exc).__name__, exc, self.timeout,
-            )  # fmt: skip
+            failed(self.cache_alias, exc)
+            if deleted:
+                logger.error(
+                    "cache %r refused to forget deleted sessions %s (%s: %s); may serve them for up to %ss",
+                    self.cache_alias, ", ".join(str(sid) for sid in session_ids), type(exc).__name__, exc,
+                    self.timeout,
+                )  # fmt: skip
 
     async def _count_save(self, saves_key: str) -> int:
         """Count one more save of a session; the count after it.
@@ -225,13 +231,14 @@ class CachedSessionStore(SessionStore):
         return count
 
     async def _quietly(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T | None:
-        """Run a cache call; on failure log a warning and carry on without the cache."""
+        """Run a cache call; on failure carry on without the cache (an outage is logged once)."""
         try:
-            return await call(*args, **kwargs)
+            answer = await call(*args, **kwargs)
         except Exception as exc:
-            logger.warning("cache %r failed (%s: %s); using the backing store alone", self.cache_alias,
-                           type(exc).__name__, exc)  # fmt: skip
+            failed(self.cache_alias, exc)
             return None
+        answered(self.cache_alias)
+        return answer
 
 
 def _encode(record: SessionRecord) -> tuple[int, int]:
