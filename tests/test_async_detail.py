@@ -277,6 +277,19 @@ async def test_a_change_saved_through_django_is_refused_on_the_next_call(make_us
 
 
 async def test_with_a_network_cache_every_check_runs_in_a_thread(operator, settings, thread_hops):
+    import redis
+
+    from sessions_app import caching
+    from sessions_app.api import auth_cache
+
+    from .conftest import missing
+
+    server = redis.Redis(host="127.0.0.1", port=6379, db=13, socket_connect_timeout=1)
+    try:
+        server.ping()
+    except redis.RedisError as exc:
+        missing("Redis at 127.0.0.1:6379", str(exc))
+    server.flushdb()
     settings.CACHES = {
         **settings.CACHES,
         "redis": {
@@ -299,6 +312,10 @@ async def test_with_a_network_cache_every_check_runs_in_a_thread(operator, setti
         ]
         * 2
     )
+    # The checks did read the generation from Redis (not an error answered without it).
+    assert server.exists(caching.cache_for("redis").make_key(auth_cache.GENERATION_KEY))
+    server.flushdb()
+    server.close()
 
 
 class RecordingPermission(BasePermission):

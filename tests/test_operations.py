@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -156,14 +157,36 @@ def test_with_several_workers_the_metrics_add_up_across_them(tmp_path, make_user
     with uvicorn_server(subprocess_database_url(), workers=2, env=env) as base:
         headers = {"Authorization": f"Token {token}"}
         sid = SessionId.new()
-        # Fresh connections each time: the server spreads them over both workers.
-        for n in range(40):
-            with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-                assert client.put(
-                    f"/api/sessions/{sid}/", json={"agent_id": n, "started_at_ns": "1"}
-                ).is_success
-        pids = {path.name.split("_")[-1] for path in multiproc.glob("counter_*.db")}
+        # Fresh connections each time: the server spreads them over both
+        # workers; up to 200 calls, until each worker has counted some.
+        made, per_worker = 0, [0.0]
+        while made < 200 and not (len(per_worker) == 2 and all(per_worker)):
+            for _ in range(20):
+                with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                    assert client.put(
+                        f"/api/sessions/{sid}/", json={"agent_id": made, "started_at_ns": "1"}
+                    ).is_success
+                made += 1
+            # Each worker's own file (every worker writes one at start-up, zeros included).
+            per_worker = [saves_in(path, tmp_path) for path in sorted(multiproc.glob("counter_*.db"))]
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             text = client.get("/api/metrics/").text
-    assert len(pids) == 2, "both workers served requests and wrote their counts"
-    assert sample(text, "sessions_store_operations_total", operation="save", outcome="ok") == 40
+    assert len(per_worker) == 2 and all(count > 0 for count in per_worker), per_worker
+    assert sum(per_worker) == made
+    assert sample(text, "sessions_store_operations_total", operation="save", outcome="ok") == made
+
+
+def saves_in(counter_file, scratch) -> float:
+    """The ``save``/``ok`` count in one worker's multiprocess file, read alone."""
+    import shutil
+    import tempfile
+
+    import prometheus_client
+    from prometheus_client import multiprocess
+
+    alone = Path(tempfile.mkdtemp(dir=scratch))
+    shutil.copy(counter_file, alone / counter_file.name)
+    registry = prometheus_client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(alone))
+    text = prometheus_client.generate_latest(registry).decode()
+    return sample(text, "sessions_store_operations_total", operation="save", outcome="ok")
