@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--repetitions", type=int, default=5)
     args = parser.parse_args()
-    token, _ = prepare()
+    credentials, _ = prepare()
+    token = credentials["token"].removeprefix("Token ")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "aa_project.asgi:application", "--host", "127.0.0.1",
