@@ -6,7 +6,8 @@
 
 A cell installs requirements.txt with its own Django into a fresh
 virtualenv and runs the suite on SQLite, then on PostgreSQL at
-127.0.0.1:5432 when it answers. Python versions come from pyenv when it has
+127.0.0.1:5432 when it answers (with CI set, an unreachable server or a
+missing interpreter is an error). Python versions come from pyenv when it has
 them. `scripts/test.sh` runs the Django 6.1 cells; the Django 5.2 on
 Python 3.11 cell is the test command's own run.
 """
@@ -71,5 +72,7 @@ def tests(session: nox.Session, django: str) -> None:
         session.run(
             "pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env={"DATABASE_URL": POSTGRES_URL}
         )
+    elif os.environ.get("CI"):
+        session.error("PostgreSQL at 127.0.0.1:5432 is not reachable, and CI is set: start it")
     else:
         session.log("PostgreSQL at 127.0.0.1:5432 is not reachable: skipped")

@@ -34,6 +34,29 @@ def missing(service: str, reason: str) -> NoReturn:
     pytest.skip(f"{service} is missing: {reason}")
 
 
+# Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``) each of
+# these modules runs whole on one worker: they share something outside the
+# test database (a Redis database they flush) or start an expensive server
+# once per module, which a split would start once per worker.
+ONE_WORKER_MODULES = {
+    "test_agent_keys",
+    "test_cached_store",
+    "test_client",
+    "test_connection_kill",
+    "test_database_alias",
+    "test_pgbouncer",
+    "test_read_timeout",
+    "test_shared_cache",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     return f"sessions_app database under test: {engine}"

@@ -15,6 +15,8 @@ from .servers import subprocess_database_url, uvicorn_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+APP_NAME = "sessions-connection-kill-test"
+
 
 @pytest.fixture(scope="module")
 def base(django_db_setup, django_db_blocker) -> Iterator[str]:
@@ -22,7 +24,9 @@ def base(django_db_setup, django_db_blocker) -> Iterator[str]:
         pytest.skip("terminates PostgreSQL backends (runs when DATABASE_URL points at PostgreSQL)")
     with django_db_blocker.unblock():
         url = subprocess_database_url()
-    with uvicorn_server(url) as served:
+    # libpq names the server's connections, so that only they are terminated:
+    # the test process' own (its other tests' too, under pytest-xdist) live on.
+    with uvicorn_server(url, env={"PGAPPNAME": APP_NAME}) as served:
         yield served
 
 
@@ -30,7 +34,8 @@ def terminate_the_apps_connections() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " WHERE datname = current_database() AND application_name = %s",
+            [APP_NAME],
         )
         return cursor.fetchone()[0]
 
