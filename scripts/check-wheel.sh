@@ -26,6 +26,8 @@ cd "$work"
 cd hostsite
 # The two lines: the app (with the apps it builds on) and its URLs.
 echo 'INSTALLED_APPS += ["rest_framework", "rest_framework_api_key", "django_filters", "drf_spectacular", "sessions_app"]' >> hostsite/settings.py
+# Whom to believe about client addresses (check sessions_app.W002): no proxy in front.
+echo 'REST_FRAMEWORK = {"NUM_PROXIES": 0}' >> hostsite/settings.py
 sed -i 's/^from django.urls import path$/from django.urls import include, path/' hostsite/urls.py
 echo 'urlpatterns += [path("api/", include("sessions_app.api.urls"))]' >> hostsite/urls.py
 

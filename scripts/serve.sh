@@ -10,6 +10,9 @@
 # Prometheus metrics of every worker are added up through
 # PROMETHEUS_MULTIPROC_DIR, which this script sets (and empties) when unset;
 # uvicorn's supervisor starts a new worker when one dies.
+# --no-proxy-headers: uvicorn would otherwise take the client's address from
+# X-Forwarded-For on loopback connections; Django decides whom to believe
+# (DJANGO_NUM_PROXIES, docs/security.md).
 # SERVER_READ_TIMEOUT: seconds a client has to send a whole request (10):
 # a stalled or slow client's connection is closed then (aa_project/server.py).
 set -euo pipefail
@@ -26,4 +29,5 @@ if [ "$WORKERS" -gt 1 ] && [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
   rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 fi
 exec .venv/bin/uvicorn aa_project.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
-  --workers "$WORKERS" --http aa_project.server:ReadTimeoutHttpToolsProtocol --timeout-keep-alive 5
+  --workers "$WORKERS" --http aa_project.server:ReadTimeoutHttpToolsProtocol --timeout-keep-alive 5 \
+  --no-proxy-headers

@@ -131,6 +131,27 @@ class TolerantCache:
         answered(self.alias)
         return True
 
+    def add(self, key: str, value: Any, timeout: float | object | None = DEFAULT_TIMEOUT) -> bool:
+        try:
+            added = cache_for(self.alias).add(key, value, timeout)  # type: ignore[arg-type]
+        except Exception as exc:
+            failed(self.alias, exc)
+            return False
+        answered(self.alias)
+        return bool(added)
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        """The backend's own ``incr`` (atomic on Redis and in memory); ``None`` if it failed."""
+        try:
+            value = cache_for(self.alias).incr(key, delta)
+        except ValueError:  # the key expired in between: the count starts again
+            return None
+        except Exception as exc:
+            failed(self.alias, exc)
+            return None
+        answered(self.alias)
+        return int(value)
+
 
 def tolerant(alias: str) -> TolerantCache:
     return TolerantCache(alias)

@@ -99,6 +99,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sessions_app.E012",
             )
         )
+    rest_framework = getattr(settings, "REST_FRAMEWORK", {}) or {}
+    if "NUM_PROXIES" not in rest_framework:
+        errors.append(
+            Warning(
+                "REST_FRAMEWORK['NUM_PROXIES'] is not set: DRF then identifies a client by the whole "
+                "X-Forwarded-For header, which the client writes itself, so it can escape the throttles "
+                "and the failed-authentication limit.",
+                hint="Set it to the number of proxies in front that append to X-Forwarded-For (0: none).",
+                id="sessions_app.W002",
+            )
+        )
     alias = app_settings.DATABASE_ALIAS
     if alias not in settings.DATABASES:
         errors.append(

@@ -170,6 +170,15 @@ class AgentKey(AbstractAPIKey):
         verbose_name = "agent key"
         verbose_name_plural = "agent keys"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Refuse a key without a valid agent list and scope list (``ValidationError``), however made."""
+        for field, check in (("agent_ids", agent_ids_of), ("scopes", scopes_of)):
+            try:
+                check(getattr(self, field))
+            except ValueError as exc:
+                raise ValidationError({field: [str(exc)]}) from None
+        super().save(*args, **kwargs)
+
     def agents(self) -> tuple[int, ...]:
         return agent_ids_of(self.agent_ids)
 

@@ -50,7 +50,8 @@ def uvicorn_server(
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "aa_project.asgi:application",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--workers", str(workers), *args],
+         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--workers", str(workers),
+         "--no-proxy-headers", *args],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "aa_project.settings",
              "API_THROTTLE_USER": "10000000/minute", **(env or {})},
@@ -129,3 +130,30 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def worker_count(counter_file: Path, scratch: Path, operation: str) -> float:
+    """The ``operation``/``ok`` count in one worker's prometheus multiprocess file, read alone.
+
+    Every worker writes its file at start-up (zeros included), so a file's
+    existence says nothing; its count says whether that worker served calls.
+    """
+    import shutil
+    import tempfile
+
+    import prometheus_client
+    from prometheus_client import multiprocess
+
+    alone = Path(tempfile.mkdtemp(dir=scratch))
+    shutil.copy(counter_file, alone / counter_file.name)
+    registry = prometheus_client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if (
+                sample.name == "sessions_store_operations_total"
+                and sample.labels.get("operation") == operation
+                and sample.labels.get("outcome") == "ok"
+            ):
+                return sample.value
+    return 0.0

@@ -426,3 +426,25 @@ def test_two_keys_at_random_leave_exactly_what_each_was_allowed_to_do(http):
             assert stored() == model
 
     run()
+
+
+# -- guessing through the real server ------------------------------------------------------
+
+
+def test_a_forged_forwarded_for_does_not_escape_the_failed_auth_limit(django_db_setup, django_db_blocker):
+    """Through uvicorn as serve.sh runs it (no proxy headers) and the host project's NUM_PROXIES (0)."""
+    with django_db_blocker.unblock():
+        url = subprocess_database_url()
+    key = new_key()
+    env = {"SESSIONS_AUTH_FAILURE_RATE": "3/min"}
+    with uvicorn_server(url, env=env) as served, httpx.Client(base_url=served, timeout=10) as client:
+        statuses = [
+            client.get(
+                "/api/sessions/",
+                headers={"Authorization": "Api-Key nosuch.guess", "X-Forwarded-For": f"198.51.100.{n}"},
+            ).status_code
+            for n in range(5)
+        ]
+        right = client.get("/api/sessions/", headers={**with_key(key), "X-Forwarded-For": "198.51.100.200"})
+    assert statuses == [401, 401, 401, 429, 429]
+    assert right.status_code == 429 and int(right.headers["Retry-After"]) > 0

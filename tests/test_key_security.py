@@ -67,20 +67,61 @@ def test_a_repeated_key_call_asks_the_database_only_for_the_session(key, session
 
 
 @pytest.mark.parametrize(
-    "change",
+    "change, status",
     [
-        lambda row: setattr(row, "revoked", True) or row.save(),
-        lambda row: AgentKey.objects.filter(pk=row.pk).get().delete(),
-        lambda row: setattr(row, "expiry_date", timezone.now() - timedelta(seconds=1)) or row.save(),
-        lambda row: setattr(row, "scopes", ["write"]) or row.save(),
+        (lambda row: setattr(row, "revoked", True) or row.save(), 401),
+        (lambda row: AgentKey.objects.filter(pk=row.pk).get().delete(), 401),
+        (lambda row: setattr(row, "expiry_date", timezone.now() - timedelta(seconds=1)) or row.save(), 401),
+        (lambda row: setattr(row, "scopes", ["write"]) or row.save(), 403),
     ],
     ids=["revoked", "deleted", "expired", "read scope removed"],
 )
-def test_a_key_changed_through_django_is_refused_on_the_next_request(key, session_url, change):
+def test_a_key_changed_through_django_is_refused_on_the_next_request(key, session_url, change, status):
     client = key_client(key)
     assert client.get(session_url).status_code == 200
     change(AgentKey.objects.get(prefix=key.partition(".")[0]))
-    assert client.get(session_url).status_code in (401, 403)
+    assert client.get(session_url).status_code == status
+
+
+def test_a_revocation_while_the_cache_blinks_is_still_refused_here(key, session_url, monkeypatch):
+    """The process that made the change drops its own answers even if the cache refuses the new generation."""
+    client = key_client(key)
+    assert client.get(session_url).status_code == 200
+    cache = caches["default"]
+    real_set = type(cache).set
+
+    def refusing_set(self, cache_key, *args, **kwargs):
+        if auth_cache.GENERATION_KEY in cache_key:
+            raise ConnectionError("the cache blinked")
+        return real_set(self, cache_key, *args, **kwargs)
+
+    monkeypatch.setattr(type(cache), "set", refusing_set)
+    row = AgentKey.objects.get(prefix=key.partition(".")[0])
+    row.revoked = True
+    row.save()
+    monkeypatch.setattr(type(cache), "set", real_set)
+    assert client.get(session_url).status_code == 401
+
+
+def test_a_key_without_agents_or_scopes_cannot_be_saved_and_a_raw_one_is_refused(session_url):
+    from django.core.exceptions import ValidationError
+
+    row = AgentKey(name="empty")
+    secret = AgentKey.objects.assign_key(row)
+    with pytest.raises(ValidationError) as refused:
+        row.save()
+    assert "agent_ids" in refused.value.message_dict
+    row.agent_ids, row.scopes = [OWN], ["read"]
+    row.save()
+    AgentKey.objects.filter(pk=row.pk).update(agent_ids=[])  # around the model, as raw SQL would
+    answer = key_client(secret).get(session_url)
+    assert (answer.status_code, answer.json()) == (401, {"detail": "Invalid API key."})
+
+
+def test_watching_auth_models_leaves_fast_deletes_to_every_other_model():
+    from django.db.models.deletion import Collector
+
+    assert Collector(using="default").can_fast_delete(ExecutionSession.objects.all())
 
 
 def test_a_key_that_expires_while_kept_is_refused_at_its_expiry(session_url, monkeypatch):
@@ -126,6 +167,11 @@ class ProxyUser(get_user_model()):  # type: ignore[misc]
     class Meta:
         proxy = True
         app_label = "auth"
+
+
+# A project's models are all loaded before the app is ready, when the signals are
+# connected; this test module defines its proxy later, so it connects them again.
+auth_cache.connect_signals()
 
 
 class CustomTokenAuthentication(TokenAuthentication):
@@ -210,6 +256,52 @@ def test_bad_tokens_count_too(failure_rate, make_user, token_client, session_url
     bad = APIClient()
     bad.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
     assert [bad.get(session_url).status_code for _ in range(4)] == [401, 401, 401, 429]
+
+
+def test_guesses_at_any_api_view_count_and_are_refused_there_too(failure_rate, key, session_url):
+    """The schema and the metrics authenticate too: guessing there is counted, and refused."""
+    guesser = key_client(key.partition(".")[0] + ".wrong-secret")
+    assert guesser.get("/api/schema/").status_code == 401
+    assert guesser.get("/api/metrics/").status_code == 401
+    assert guesser.get(session_url).status_code == 401
+    for url in ("/api/schema/", "/api/metrics/", session_url):
+        assert key_client(key).get(url).status_code == 429
+
+
+def test_a_refused_address_asking_for_html_gets_the_429_without_a_query(failure_rate, key, session_url):
+    guesser = key_client("nosuchkey.guess", HTTP_ACCEPT="text/html")
+    assert [guesser.get(session_url).status_code for _ in range(3)] == [401, 401, 401]
+    for credential in ("nosuchkey.guess", key):
+        client = key_client(credential, HTTP_ACCEPT="text/html")
+        with CaptureQueriesContext(connection) as captured:
+            answer = client.get(session_url)
+        assert answer.status_code == 429
+        assert len(captured) == 0
+
+
+def test_guesses_sent_at_once_are_each_counted(failure_rate, settings):
+    """The count is one integer per address and window, added to atomically."""
+    import threading
+
+    from rest_framework.test import APIRequestFactory
+
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "AUTH_FAILURE_RATE": "1000/min"}
+    throttle = AuthFailureThrottle()
+    request = APIRequestFactory().get("/", REMOTE_ADDR="192.0.2.7")
+    barrier = threading.Barrier(8)
+
+    def guess() -> None:
+        barrier.wait(5)
+        for _ in range(25):
+            throttle.record_failure(request)
+
+    threads = [threading.Thread(target=guess) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert throttle.cache.get(throttle._key(request, throttle.timer())) == 200
 
 
 # -- what the cache holds ------------------------------------------------------------------------

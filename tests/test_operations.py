@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -178,15 +177,6 @@ def test_with_several_workers_the_metrics_add_up_across_them(tmp_path, make_user
 
 def saves_in(counter_file, scratch) -> float:
     """The ``save``/``ok`` count in one worker's multiprocess file, read alone."""
-    import shutil
-    import tempfile
+    from .servers import worker_count
 
-    import prometheus_client
-    from prometheus_client import multiprocess
-
-    alone = Path(tempfile.mkdtemp(dir=scratch))
-    shutil.copy(counter_file, alone / counter_file.name)
-    registry = prometheus_client.CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(alone))
-    text = prometheus_client.generate_latest(registry).decode()
-    return sample(text, "sessions_store_operations_total", operation="save", outcome="ok")
+    return worker_count(counter_file, scratch, "save")

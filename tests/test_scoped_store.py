@@ -226,6 +226,7 @@ def test_two_keys_racing_on_one_id_leave_it_under_the_agent_that_wrote_it(transa
         thread.start()
     for thread in threads:
         thread.join(120)
+        assert not thread.is_alive(), "a writer hung"
     assert not errors, errors
     stored = DjangoSessionStore().sync.load_many(ids)
     assert set(stored) == set(ids)
@@ -235,3 +236,50 @@ def test_two_keys_racing_on_one_id_leave_it_under_the_agent_that_wrote_it(transa
         assert session_id not in acknowledged[other], f"{session_id} was written by both agents"
     # Each id: the winning agent's two writes acknowledged, the loser's two refused.
     assert refused[1] + refused[2] == 2 * rounds
+
+
+def test_two_keys_racing_with_overlapping_batches_never_both_win(transactional_db):
+    """Batches of two agents that share one id, saved at once: all or nothing, and never both.
+
+    Whoever wins owns its whole batch, the shared id included; the other's
+    batch is refused whole (its own ids stay absent). The guard runs in the
+    batch's transaction, under the locks the upserts took.
+    """
+    rounds = 20 if connections["default"].vendor != "sqlite" else 10
+    errors: list[BaseException] = []
+    outcomes: list[tuple[list[SessionId], dict[int, bool]]] = []
+
+    def save(agent: int, batch: list[SessionId], won: dict[int, bool], barrier: threading.Barrier) -> None:
+        store = DjangoSessionStore().for_agents([agent]).sync
+        try:
+            barrier.wait(10)
+            store.save_many([SessionRecord(sid, agent, agent) for sid in batch])
+            won[agent] = True
+        except OutOfScope:
+            won[agent] = False
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    for _ in range(rounds):
+        ids = [SessionId.new() for _ in range(5)]
+        won: dict[int, bool] = {}
+        barrier = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=save, args=(1, ids[:3], won, barrier)),
+            threading.Thread(target=save, args=(2, ids[2:], won, barrier)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+            assert not thread.is_alive(), "a batch hung"
+        outcomes.append((ids, won))
+    assert not errors, errors
+    operator = DjangoSessionStore().sync
+    for ids, won in outcomes:
+        assert sorted(won) == [1, 2] and won[1] != won[2], won  # exactly one batch won
+        winner, batch = (1, ids[:3]) if won[1] else (2, ids[2:])
+        stored = operator.load_many(ids)
+        assert {sid: rec.agent_id for sid, rec in stored.items()} == dict.fromkeys(batch, winner)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from sessions_app.models import AgentKey, ExecutionSession
 from sessions_app.storage import SessionId
 
 from .conftest import missing
-from .servers import subprocess_database_url, uvicorn_server
+from .servers import subprocess_database_url, uvicorn_server, worker_count
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,12 +36,31 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="module")
-def base(django_db_setup, django_db_blocker, redis_client) -> Iterator[str]:
+def metrics_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("metrics")
+
+
+@pytest.fixture(scope="module")
+def base(django_db_setup, django_db_blocker, redis_client, metrics_dir) -> Iterator[str]:
     with django_db_blocker.unblock():
         url = subprocess_database_url()
-    env = {"DJANGO_REDIS_URL": REDIS_URL, "SESSIONS_AUTH_FAILURE_RATE": "100000/min"}
+    env = {
+        "DJANGO_REDIS_URL": REDIS_URL,
+        "SESSIONS_AUTH_FAILURE_RATE": "100000/min",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
     with uvicorn_server(url, workers=2, env=env) as served:
         yield served
+
+
+def test_calls_on_new_connections_reach_both_workers(base, session_url, make_user, metrics_dir, tmp_path):
+    """What the tests below rely on: their calls, each on a new connection, spread over both workers."""
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=make_user("view", username="spread")).key
+    assert statuses(base, session_url, {"Authorization": f"Token {token}"}) == {200}
+    loads = [worker_count(path, tmp_path, "load") for path in sorted(metrics_dir.glob("counter_*.db"))]
+    assert len(loads) == 2 and all(loads), loads
 
 
 @pytest.fixture(autouse=True)

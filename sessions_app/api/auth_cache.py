@@ -109,7 +109,8 @@ def forget(kind: str, parts: tuple[object, ...]) -> None:
 
 
 def new_generation() -> None:
-    """Retire every kept answer (in every process that shares the cache)."""
+    """Retire every kept answer: this process's at once, every other's that shares the cache."""
+    _answers.clear()  # even if the cache then fails to take the new generation
     try:
         cache_for(app_settings.AUTH_CACHE_ALIAS).set(GENERATION_KEY, secrets.token_hex(8), None)
     except Exception as exc:
@@ -172,9 +173,11 @@ def watched_models() -> list[type]:
 def connect_signals() -> None:
     """Watch every model whose rows change an authentication or permission answer.
 
-    Connected for every sender and filtered in ``on_auth_change``, so
-    proxies of the watched models (and saves through them) count too.
+    Connected for the watched models and every proxy of them (a save through
+    a proxy model sends the proxy as sender), as loaded when the app is
+    ready; ``on_auth_change`` checks the concrete model again.
     """
+    from django.apps import apps
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.db.models.signals import m2m_changed, post_delete, post_save
@@ -194,6 +197,13 @@ def connect_signals() -> None:
     _watched_models.update(models)
     _watched_relations.clear()
     _watched_relations.update(relations)
-    post_save.connect(on_auth_change, dispatch_uid="sessions_app-auth-save")
-    post_delete.connect(on_auth_change, dispatch_uid="sessions_app-auth-delete")
-    m2m_changed.connect(on_auth_change, dispatch_uid="sessions_app-auth-m2m")
+    # Per sender, each watched model and every proxy of it: a receiver for
+    # every model would make Django think every model has delete listeners
+    # (no more fast deletes anywhere in the project).
+    for model in apps.get_models(include_auto_created=True):
+        uid = f"sessions_app-auth-{model._meta.label}"
+        if model._meta.concrete_model in _watched_models:
+            post_save.connect(on_auth_change, sender=model, dispatch_uid=uid + "-save")
+            post_delete.connect(on_auth_change, sender=model, dispatch_uid=uid + "-delete")
+        elif model in _watched_relations:
+            m2m_changed.connect(on_auth_change, sender=model, dispatch_uid=uid + "-m2m")

@@ -20,7 +20,6 @@ from rest_framework.views import APIView
 
 from ..conf import app_settings
 from ..models import ExecutionSession
-from .throttling import GuessingSlowedDown
 
 
 class PrometheusTextRenderer(BaseRenderer):
@@ -37,7 +36,7 @@ class PrometheusTextRenderer(BaseRenderer):
         return f"# {detail}\n".encode()
 
 
-class MetricsView(GuessingSlowedDown, APIView):
+class MetricsView(APIView):
     """The metrics in Prometheus' text exposition format (users with the view permission; no agent key)."""
 
     queryset = ExecutionSession.objects.none()  # names the model whose view permission is needed
@@ -49,10 +48,6 @@ class MetricsView(GuessingSlowedDown, APIView):
 
     def get_throttles(self) -> list[Any]:
         return [throttle() for throttle in app_settings.THROTTLE_CLASSES]
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        self.check_auth_failures(request)
-        super().initial(request, *args, **kwargs)
 
     def get(self, request: Request) -> HttpResponse:
         registry: prometheus_client.CollectorRegistry = prometheus_client.REGISTRY

@@ -2,98 +2,110 @@
 
 DRF's throttles run after authentication, so a client trying tokens or
 keys is refused (401) before any throttle counts it, and each guess costs
-a database query. Here each failed authentication is counted per client
-address, and an address that failed ``SESSIONS_APP["AUTH_FAILURE_RATE"]``
-times in the window gets 429 with ``Retry-After`` for every request until
-the window passes, before any credential is looked at (so without a
-database query, and even with a correct key).
+a database query. Here the API's authentication classes
+(``CachedTokenAuthentication``, ``AgentKeyAuthentication``) count each
+failed authentication per client address, in every view that uses them
+(the sessions API, the metrics, the schema). An address that failed
+``SESSIONS_APP["AUTH_FAILURE_RATE"]`` times in the current window (a
+minute for ``"20/min"``) gets 429 with ``Retry-After`` for every request
+that carries a credential until the window ends, before the credential is
+looked at: no database query, and even a correct key is refused.
 
-The address is DRF's ``get_ident``: ``REMOTE_ADDR``, or the
-``X-Forwarded-For`` entry that ``REST_FRAMEWORK["NUM_PROXIES"]`` proxies
-vouch for. The counts live in the cache DRF's throttles use (``default``);
-while that cache is down they are not kept, and no address is refused.
+Counts are one integer per address and window, added to atomically
+(``cache.incr``), so guesses sent at once are each counted. The address is
+DRF's ``get_ident``: ``REMOTE_ADDR``, or the ``X-Forwarded-For`` entry that
+``REST_FRAMEWORK["NUM_PROXIES"]`` proxies vouch for; it is hashed into the
+cache key (any length, any characters). The counts live in the cache DRF's
+throttles use (``default``); while that cache is down they are not kept,
+and no address is refused (the outage is logged once).
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Any
 
 from django.core.cache import cache as default_cache
 from rest_framework import exceptions
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
-from ..caching import alias_of, tolerant
+from ..caching import TolerantCache, alias_of, tolerant
 from ..conf import app_settings
 
+KEY_FORMAT = "sessions_app:auth-failures:{window}:{ident}"
 
-class AuthFailureThrottle(SimpleRateThrottle):
-    """Counts failed authentications per client address; ``wait_for`` says how long one is refused."""
 
-    scope = "auth_failure"
-    cache_format = "sessions_app:auth-failures:%(ident)s"
+class AuthFailureThrottle(BaseThrottle):
+    """Failed authentications per client address and window: ``wait_for`` and ``record_failure``."""
+
+    timer = staticmethod(time.time)
 
     def __init__(self) -> None:
-        super().__init__()
-        # The shared object; with the cache down, failures go uncounted (logged once).
-        self.cache = tolerant(alias_of(default_cache) or "default")  # type: ignore[assignment]
-        limit, window = self.parse_rate(self.rate)
-        self.limit: int = limit or 0
-        self.window: float = float(window or 0)
+        self.cache: TolerantCache = tolerant(alias_of(default_cache) or "default")
+        self.limit, self.window = parse_rate(app_settings.AUTH_FAILURE_RATE)
 
-    def get_rate(self) -> str | None:
-        rate: str | None = app_settings.AUTH_FAILURE_RATE
-        return rate
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        return self.cache_format % {"ident": self.get_ident(request)}
+    def allow_request(self, request: Request, view: Any) -> bool:
+        return self.wait_for(request) is None
 
     def wait_for(self, request: Request) -> float | None:
         """Seconds this address stays refused, or ``None`` if it may try."""
         if not self.limit:
             return None
-        now, recent = self._recent(request)
-        if len(recent) < self.limit:
+        now = self.timer()
+        count = self.cache.get(self._key(request, now), 0)
+        if not isinstance(count, int) or count < self.limit:
             return None
-        # Newest first: the address may try again once the limit-th newest
-        # failure has left the window.
-        return max(recent[self.limit - 1] + self.window - now, 0.001)
+        return max(self.window - now % self.window, 0.001)
 
     def record_failure(self, request: Request) -> None:
-        if not self.limit:
-            return
-        now, recent = self._recent(request)
-        self.cache.set(self.get_cache_key(request, None), [now, *recent], self.window)
+        if self.limit:
+            key = self._key(request, self.timer())
+            # Twice the window: the count outlives its window whatever the clocks say.
+            self.cache.add(key, 0, self.window * 2)
+            self.cache.incr(key)
 
-    def _recent(self, request: Request) -> tuple[float, list[float]]:
-        now: float = self.timer()
-        history = self.cache.get(self.get_cache_key(request, None))
-        if not isinstance(history, list):
-            return now, []
-        return now, [moment for moment in history if isinstance(moment, float) and moment > now - self.window]
+    def _key(self, request: Request, now: float) -> str:
+        ident = hashlib.sha256(str(self.get_ident(request)).encode()).hexdigest()[:32]
+        return KEY_FORMAT.format(window=int(now // self.window), ident=ident)
 
 
-class GuessingSlowedDown:
-    """A DRF view mixin: ``check_auth_failures`` before authentication, failures counted.
+def parse_rate(rate: str | None) -> tuple[int, int]:
+    """DRF's rate format: ``"20/min"`` -> (20, 60); ``None`` -> (0, 0), no limit."""
+    if not rate:
+        return 0, 0
+    count, period = rate.split("/")
+    return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
 
-    ``ExecutionSessionViewSet`` puts the check first among its policy
-    checks; any other ``APIView`` gets it at the start of ``initial``.
+
+class CountsFailures:
+    """A mixin for DRF authentication classes: refuse an address that failed too often, count failures.
+
+    ``authenticate_counted(request, authenticate)`` runs ``authenticate`` (the
+    class's own lookup) only if the address is not refused; an
+    ``AuthenticationFailed`` it raises is counted. DRF then marks the request
+    unauthenticated and answers the 429 or the 401.
     """
 
-    def auth_failure_throttle(self) -> AuthFailureThrottle:
-        throttle: AuthFailureThrottle | None = getattr(self, "_auth_failure_throttle", None)
-        if throttle is None:
-            throttle = self._auth_failure_throttle = AuthFailureThrottle()
-        return throttle
+    _auth_failures: AuthFailureThrottle | None = None
 
-    def check_auth_failures(self, request: Request) -> None:
-        wait = self.auth_failure_throttle().wait_for(request)
+    @property
+    def auth_failures(self) -> AuthFailureThrottle:
+        # One per authentication object (DRF makes them per request): settings changes apply.
+        if self._auth_failures is None:
+            self._auth_failures = AuthFailureThrottle()
+        return self._auth_failures
+
+    @property
+    def cache(self) -> TolerantCache:
+        """The cache this class reads on every request (the event-loop decision looks at it)."""
+        return self.auth_failures.cache
+
+    def refuse_if_blocked(self, request: Request) -> None:
+        wait = self.auth_failures.wait_for(request)
         if wait is not None:
             raise exceptions.Throttled(wait)
 
-    def perform_authentication(self, request: Request) -> None:
-        try:
-            super().perform_authentication(request)  # type: ignore[misc]
-        except exceptions.AuthenticationFailed:
-            self.auth_failure_throttle().record_failure(request)
-            raise
+    def count_failure(self, request: Request) -> None:
+        self.auth_failures.record_failure(request)

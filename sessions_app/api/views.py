@@ -61,7 +61,6 @@ from .pagination import ExecutionSessionCursorPagination
 from .parsers import SafeJSONParser
 from .policies import can_run_in_loop, run_policy
 from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer, record_json
-from .throttling import GuessingSlowedDown
 
 logger = logging.getLogger("sessions_app.api")
 
@@ -191,7 +190,7 @@ _BULK_400 = OpenApiResponse(
         },
     ),
 )
-class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     """List, load, create, save, change and delete execution sessions, one or many at a time.
 
     A request made with an agent key sees only its agents' sessions, as
@@ -261,19 +260,14 @@ class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # t
         return self._throttles
 
     def policy_checks(self) -> list[Callable[[Request], None]]:
-        """The address's failed authentications, authentication, throttles, then permissions.
+        """Authentication, then throttles, then permissions.
 
         DRF checks permissions before throttles, so it refuses an
-        unpermitted request before counting it. Here every request counts,
-        and an address that failed to authenticate too often is refused
-        before its credentials are looked at (``throttling``).
+        unpermitted request before counting it. Here every request counts.
+        (Failed authentications are counted by the authentication classes
+        themselves: ``throttling``.)
         """
-        return [
-            self.check_auth_failures,
-            self.perform_authentication,
-            self.check_throttles,
-            self.check_permissions,
-        ]
+        return [self.perform_authentication, self.check_throttles, self.check_permissions]
 
     def _negotiate(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.format_kwarg = self.get_format_suffix(**kwargs)
@@ -362,12 +356,7 @@ class ExecutionSessionViewSet(GuessingSlowedDown, viewsets.GenericViewSet):  # t
         self.headers = self.default_response_headers
         try:
             self._negotiate(drf_request, *args, **kwargs)
-            policies = [
-                *(drf_request.authenticators or ()),
-                self.auth_failure_throttle(),
-                *self.get_throttles(),
-                *self.get_permissions(),
-            ]
+            policies = [*(drf_request.authenticators or ()), *self.get_throttles(), *self.get_permissions()]
             in_loop = can_run_in_loop(policies)
             for check in self.policy_checks():
                 await run_policy(check, drf_request, in_loop=in_loop)

@@ -32,11 +32,12 @@ Statement = tuple[str, Params]
 Agents = tuple[int, ...]
 """The agent ids a scoped store may see (``DjangoSessionStore.for_agents``); ``None``: every agent."""
 
-# Rows per statement where a batch lists its rows: 3 parameters a row stays
-# under every supported database's parameter limit (999 on SQLite before
-# 3.32). PostgreSQL passes three arrays instead, whatever the row count, and
-# cuts only to bound one statement's size.
-BATCH_ROWS = 300
+# Rows per statement where a batch lists its rows: 3 parameters a row, and
+# a scope's agents (at most 100, MAX_KEY_AGENTS), stay under every supported
+# database's parameter limit (999 on SQLite before 3.32). PostgreSQL passes
+# three arrays instead, whatever the row count, and cuts only to bound one
+# statement's size.
+BATCH_ROWS = 250
 ARRAY_ROWS = 10_000
 
 
@@ -137,9 +138,13 @@ class SessionSQL:
         condition, params = self._agent_in(agents)
         select = f"SELECT {self.session_id} FROM {self.table}"
 
+        # MySQL: a locking read, which sees the latest committed rows even
+        # inside a REPEATABLE READ transaction whose snapshot is older.
+        lock = " FOR UPDATE" if self.vendor == "mysql" else ""
+
         def statement(chunk: Sequence[bytes]) -> Statement:
             sql, ids = self._where_id_in(select, chunk)
-            return f"{sql} AND NOT ({condition})", (*ids, *params)
+            return f"{sql} AND NOT ({condition}){lock}", (*ids, *params)
 
         return self._batches(session_ids, statement)
 
