@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import httpx
+import orjson
 
 from .storage.base import SessionStore
 from .storage.errors import BackendError, ConflictError, NotFound, SerializationError, StorageError
@@ -179,12 +180,15 @@ class HttpSessionStore(SessionStore):
         absent_is_not_found: bool = False,
     ) -> Any:
         url = self.url + path
+        # orjson: a 10,000-record bulk body is encoded and decoded several times faster.
+        content = None if body is None else orjson.dumps(body)
+        headers = self._headers if content is None else {**self._headers, "Content-Type": "application/json"}
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 client = await self._client()
                 response = await client.request(
-                    method, url, json=body, headers=self._headers, timeout=self.timeout
+                    method, url, content=content, headers=headers, timeout=self.timeout
                 )
             except httpx.TransportError as exc:  # refused, reset, timed out, protocol errors
                 if last:
@@ -227,8 +231,8 @@ def _backoff(attempt: int, retry_after: str | None = None) -> float:
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
-    except ValueError as exc:
+        return orjson.loads(response.content)
+    except ValueError as exc:  # orjson.JSONDecodeError is one
         raise SerializationError(
             f"{response.request.method} {response.request.url}: answered {response.status_code} "
             f"with a body that is not JSON: {response.text[:200]!r}"
