@@ -97,8 +97,9 @@ def test_every_operation_answers_within_its_schema_and_never_5xx(api_schema, tok
     print(f"{method} {path}: {len(answered)} requests, statuses {sorted(set(answered))}")
 
 
-def test_every_schemathesis_phase_passes_against_a_real_server(make_user):
-    """``st run`` with every check and phase (examples, coverage, fuzzing, stateful), bulk calls included.
+@pytest.mark.parametrize("phase", ["examples", "coverage", "fuzzing", "stateful"])
+def test_every_schemathesis_phase_passes_against_a_real_server(make_user, phase):
+    """``st run`` with every check, one phase a test (xdist runs them side by side), bulk calls included.
 
     Against uvicorn serving the test database; deterministic generation, so
     two runs send the same requests.
@@ -116,7 +117,7 @@ def test_every_schemathesis_phase_passes_against_a_real_server(make_user):
     with uvicorn_server(subprocess_database_url(), env={"API_THROTTLE_ANON": "10000000/minute"}) as base:
         result = subprocess.run(
             [str(st), "run", f"{base}/api/schema/", "--checks", "all",
-             "--phases", "examples,coverage,fuzzing,stateful", "--generation-deterministic",
+             "--phases", phase, "--generation-deterministic",
              "-n", "60", "-H", f"Authorization: Token {token}", "--no-color"],
             capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
