@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d /tmp/sessions-wheel-XXXXXX)"
-trap 'kill "${server_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Not `kill 0` when the server never started: that would end the whole process
+# group, the test command (which runs this beside its tests) included.
+trap '[ -z "${server_pid:-}" ] || kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 .venv/bin/python -m build --sdist --wheel --outdir "$work/dist" . >/dev/null
 wheel="$(ls "$work"/dist/*.whl)"
