@@ -27,7 +27,9 @@ PostgreSQL: ``BENCH_DATABASE_URL`` (default
 ``postgres://postgres@127.0.0.1:5432/sessions_bench``, created if missing),
 migrated with ``benchmarks.settings``. ``--sqlite``: the project's rows
 again on SQLite (a file beside ``manage.py``), paired with the peer on
-PostgreSQL in the same rounds (the peer cannot run on SQLite).
+PostgreSQL in the same rounds (the peer cannot run on SQLite). ``--commit
+REV``: the project served from a ``git archive`` of that commit, not from a
+working tree that others may be editing.
 
 Every load is bounded by wrk's ``--duration``; only 127.0.0.1 is targeted.
 Output: a table, target lines and one ``RESULT {json}`` line.
@@ -36,6 +38,7 @@ Output: a table, target lines and one ``RESULT {json}`` line.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -94,6 +97,7 @@ class Server:
     env: dict[str, str]
     workers: int
     access_log: bool
+    source: Path  # the tree the app is imported from
     targets: dict[str, tuple[str, str, str | None]] = field(
         default_factory=dict
     )  # row -> (url path, auth, body)
@@ -116,7 +120,7 @@ class Server:
             args.append("--no-access-log")
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                args, cwd=self.source, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
 
     def stop(self) -> None:
@@ -287,10 +291,10 @@ def print_targets(label: str, rows: list[dict]) -> bool:
     return met_all
 
 
-def project_env(database_url: str, workers: int, scratch: Path) -> dict[str, str]:
+def project_env(database_url: str, workers: int, scratch: Path, source: Path) -> dict[str, str]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(source),
         "DJANGO_SETTINGS_MODULE": "aa_project.settings",
         "DATABASE_URL": database_url,
         "DJANGO_DEBUG": "0",
@@ -321,8 +325,10 @@ def run(
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
         for workers in args.workers:
-            env = project_env(database_url, workers, scratch)
-            project = Server("project", "aa_project.asgi:application", env, workers, args.access_log)
+            env = project_env(database_url, workers, scratch, args.source)
+            project = Server(
+                "project", "aa_project.asgi:application", env, workers, args.access_log, args.source
+            )
             project.targets = {
                 "GET, token": (f"/api/sessions/{sid}/", credentials["token"], None),
                 "GET, agent key": (f"/api/sessions/{sid}/", credentials["key"], None),
@@ -330,7 +336,7 @@ def run(
                 "DELETE": (f"/api/sessions/{absent}/", credentials["token"], ""),
             }
             peer_env = {**os.environ, "PYTHONPATH": str(ROOT), "PEER_DATABASE_URL": peer_url}
-            peer = Server("peer", "benchmarks.peer_app:app", peer_env, workers, args.access_log)
+            peer = Server("peer", "benchmarks.peer_app:app", peer_env, workers, args.access_log, ROOT)
             peer.targets = {
                 "GET, token": (f"/api/sessions/{peer_credentials['sid']}/", peer_credentials["token"], None),
                 "PUT (upsert)": (
@@ -366,6 +372,12 @@ def main() -> None:
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="both servers without uvicorn's access log (serve.sh keeps it on)")  # fmt: skip
     parser.add_argument("--sqlite", action="store_true", help="also the project's rows on SQLite")
+    parser.add_argument(
+        "--commit",
+        help="serve the project from this commit (a git archive of it) rather than the working tree,"
+        " which others may be editing; the peer and the benchmark run from the working tree",
+    )
+    parser.add_argument("--source", type=Path, default=ROOT, help=argparse.SUPPRESS)
     parser.add_argument("--sqlite-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
@@ -382,6 +394,18 @@ def main() -> None:
         print("RESULT " + json.dumps({"rows": rows}))
         return
 
+    if args.commit:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--verify", f"{args.commit}^{{commit}}"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        args.source = Path(tempfile.mkdtemp(prefix="edge-bench-src-"))
+        atexit.register(shutil.rmtree, args.source, True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(args.source)], input=archive, check=True)
+        print(f"the project served from commit {sha} (git archive in {args.source})", flush=True)
+    else:
+        sha = "working tree"
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_URL
     if not database_url.startswith(("postgres://", "postgresql://")):
         raise SystemExit(
@@ -402,6 +426,7 @@ def main() -> None:
         "repetitions": args.repetitions,
         "connections": list(CONNECTIONS),
         "access_log": args.access_log,
+        "project_source": sha,
         "postgresql": rows,
         "targets_met": met,
     }
@@ -414,6 +439,7 @@ def main() -> None:
         child = subprocess.run(
             [sys.executable, "-m", "benchmarks.edge_bench", "--sqlite-child", "--seconds", str(args.seconds),
              "--repetitions", str(args.repetitions), "--workers", ",".join(map(str, args.workers)),
+             "--source", str(args.source),
              *([] if args.access_log else ["--no-access-log"])],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), "BENCH_DATABASE_URL": f"sqlite:///{sqlite_file}",
