@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",
     "rest_framework",
     "rest_framework.authtoken",
     "rest_framework_api_key",
@@ -67,18 +68,29 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "sessions_app",
+    # The host project's own checks (aa_project/middleware.py).
+    "aa_project",
 ]
 
+# Django's own middleware, adapted (aa_project/middleware.py): under ASGI
+# the hooks that only compute on the request and the response run in the
+# event loop, and a thread is taken only for a session save or the message
+# storage; under WSGI each is Django's class. Static files: ServeStatic.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "aa_project.middleware.SecurityMiddleware",
+    "aa_project.middleware.StaticFilesMiddleware",
+    "aa_project.middleware.SessionMiddleware",
+    "aa_project.middleware.CommonMiddleware",
+    "aa_project.middleware.CsrfViewMiddleware",
+    "aa_project.middleware.AuthenticationMiddleware",
+    "aa_project.middleware.MessageMiddleware",
+    "aa_project.middleware.XFrameOptionsMiddleware",
 ]
+
+# Django's deploy checks look for its middleware by dotted path; the
+# adapters' own check runs them again with each adapter read as Django's
+# class, and raises aa_project.W001-W003 when one is truly missing.
+SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 
 ROOT_URLCONF = "aa_project.urls"
 
@@ -176,14 +188,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# WhiteNoise serves the admin's and the API docs' static files under any
-# server (uvicorn included). In DEBUG it reads them straight from the apps;
-# in production from STATIC_ROOT, filled by `manage.py collectstatic`.
+# ServeStatic (aa_project.middleware.StaticFilesMiddleware) serves the
+# admin's and the API docs' static files under any server (uvicorn
+# included), in the event loop under ASGI. In DEBUG it reads them straight
+# from the apps; in production from STATIC_ROOT, filled by `manage.py
+# collectstatic` (compressed copies beside each file).
 STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT") or (None if DEBUG else str(BASE_DIR / "staticfiles"))
-WHITENOISE_USE_FINDERS = DEBUG
+SERVESTATIC_USE_FINDERS = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedStaticFilesStorage"},
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -38,3 +38,11 @@ CACHES = {
         "KEY_PREFIX": "sessions-bench",
     },
 }
+# BENCH_MIDDLEWARE: "project" (default) keeps the host project's MIDDLEWARE;
+# "none" serves with MIDDLEWARE = [] (benchmarks/middleware_bench.py's
+# baseline); anything else is a comma-separated list of dotted paths.
+_bench_middleware = os.environ.get("BENCH_MIDDLEWARE", "project")
+if _bench_middleware == "none":
+    MIDDLEWARE: list[str] = []
+elif _bench_middleware != "project":
+    MIDDLEWARE = [path.strip() for path in _bench_middleware.split(",") if path.strip()]
