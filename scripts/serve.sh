@@ -15,6 +15,9 @@
 # (DJANGO_NUM_PROXIES, docs/security.md).
 # SERVER_READ_TIMEOUT: seconds a client has to send a whole request (10):
 # a stalled or slow client's connection is closed then (aa_project/server.py).
+# Static files (the admin's, the API docs'): ServeStatic, in the event loop
+# (aa_project/middleware.py); with DJANGO_DEBUG=0 run `manage.py
+# collectstatic` first (docs/deployment.md, "Static files").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
