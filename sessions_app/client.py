@@ -98,8 +98,9 @@ class HttpSessionStore(SessionStore):
         loop = asyncio.get_running_loop()
         own = self._clients.get(loop)
         if own is None or own.client.is_closed:
-            for other in [other for other in self._clients if other.is_closed()]:
-                del self._clients[other]  # its loop ended without asyncio.run()'s shutdown
+            for other in [other for other in list(self._clients) if other.is_closed()]:
+                # its loop ended without asyncio.run()'s shutdown; pop: another thread may race us
+                self._clients.pop(other, None)
             own = self._clients[loop] = _LoopClient(httpx.AsyncClient(timeout=self.timeout))
         return own.client
 

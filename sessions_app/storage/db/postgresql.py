@@ -325,9 +325,9 @@ class PostgresPath:
         from ...conf import app_settings
 
         for other_loop, other in list(self._pools.items()):
-            if other_loop.is_closed():  # closed without asyncio.run()'s shutdown: close its pool here
+            # Closed without asyncio.run()'s shutdown: close its pool here (pop: a thread may race us).
+            if other_loop.is_closed() and self._pools.pop(other_loop, None) is other:
                 other.close_now()
-                del self._pools[other_loop]
         pool = LeanPool(ConnectSpec.for_alias(self.alias), app_settings.POOL_SIZE, app_settings.POOL_TIMEOUT)
         hook = _close_with_loop(pool)
         await anext(hook)  # registers it with the loop's async-generator finaliser
