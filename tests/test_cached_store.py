@@ -17,7 +17,7 @@ from sessions_app.storage import (
     SessionRecord,
     assert_session_store_conformance,
 )
-from sessions_app.storage.cached import TOMBSTONE
+from sessions_app.storage.cached import STALE, TOMBSTONE
 
 from .conftest import missing
 
@@ -339,9 +339,10 @@ def test_concurrent_saves_from_several_threads_never_leave_an_older_record_cache
                     if number == 0:
                         for sid in ids:
                             cached = await store.cache.aget(store.key(sid))
-                            assert cached is None or cached == (backing.rows[sid].agent_id, round_), (
-                                f"round {round_}: cached {cached}, backing store: {backing.rows[sid]}"
-                            )
+                            assert cached in (None, STALE) or cached == (
+                                backing.rows[sid].agent_id,
+                                round_,
+                            ), f"round {round_}: cached {cached}, backing store: {backing.rows[sid]}"
                     await asyncio.to_thread(barrier.wait)
             finally:
                 await store.aclose()
@@ -365,3 +366,36 @@ def test_concurrent_saves_from_several_threads_never_leave_an_older_record_cache
         thread.join(120)
     assert not any(isinstance(e, AssertionError) for e in errors), errors
     assert not errors, errors
+
+
+class GatedStore(InMemorySessionStore):
+    """A backing store whose loads wait, after reading, until the test lets them go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = asyncio.Event()
+        self.go = asyncio.Event()
+        self.gated = True
+
+    async def load(self, session_id):
+        record = await super().load(session_id)
+        if self.gated:
+            self.read.set()
+            await asyncio.wait_for(self.go.wait(), 10)
+        return record
+
+
+async def test_a_load_that_read_before_overlapping_saves_cannot_cache_its_older_value(cache_alias):
+    backing = GatedStore()
+    store = CachedSessionStore(backing, cache_alias=cache_alias, timeout=300)
+    sid = SessionId.new()
+    await backing.save(SessionRecord(sid, 1, 1))  # in the backing store, not cached
+    loader = asyncio.create_task(store.load(sid))  # a miss: reads (1, 1), then waits
+    await asyncio.wait_for(backing.read.wait(), 10)
+    # Two overlapping saves: one of them sees the other's count and takes the record out of service.
+    await asyncio.gather(store.save(SessionRecord(sid, 2, 2)), store.save(SessionRecord(sid, 3, 3)))
+    backing.go.set()
+    assert await loader == SessionRecord(sid, 1, 1)  # what it read, before the saves
+    backing.gated = False
+    assert await store.load(sid) == SessionRecord(sid, 3, 3)  # not the load's older value
+    assert await store.load_many([sid]) == {sid: SessionRecord(sid, 3, 3)}

@@ -23,6 +23,11 @@ P = ParamSpec("P")
 # NotFound, and a concurrent load that read the row just before the delete
 # cannot put the record back (it fills with add(), which a tombstone blocks).
 TOMBSTONE = "deleted"
+# In place of a record that may be older than the backing store's (saves
+# overlapped, or the cache refused a write): a miss for loads, which then
+# cannot add() an old value they read before the saves; the next save
+# overwrites it. A plain delete would let such a load fill the hole.
+STALE = "stale"
 # Beside each cached record, a count of the saves that cached it: a save that
 # sees the count move by more than its own knows another save overlapped it,
 # and may have cached an older value last (the cache has no compare-and-set).
@@ -34,9 +39,10 @@ class CachedSessionStore(SessionStore):
 
     - ``save``: the backing store first, then the cache (write-through). A
       write the cache refuses drops the cached record instead, and when
-      two saves of one id overlap, the cached record is dropped, so
-      concurrent saves never leave an older record cached than the backing
-      store holds (each save costs three cache calls: read the id's save
+      two saves of one id overlap, the cached record is marked stale (loads
+      go to the backing store and cannot put back a value they read
+      before), so concurrent saves and loads never leave an older record
+      cached than the backing store holds (each save costs three cache calls: read the id's save
       count, write, count the save). ``save_many`` writes the cache in one
       call and does not count: overlapping batch and single saves of one id
       may leave either value cached until ``timeout``;
@@ -198,14 +204,26 @@ class CachedSessionStore(SessionStore):
             await self._drop([sid for sid in session_ids if self.key(sid) in refused], deleted=True)
 
     async def _drop(self, session_ids: list[SessionId], *, deleted: bool = False) -> None:
-        """Drop the cached records of ``session_ids``; failing that, name the deleted ones at ERROR.
+        """Take the cached records of ``session_ids`` out of service; failing that, name deleted ones.
 
-        A cache that fails is an outage, logged once (``caching.failed``);
-        deleted sessions it may still serve are named each time, since
-        serving them would bring back a delete.
+        A record that may be stale gets the ``STALE`` marker (a load still
+        reading an older value cannot add it back); where the cache refuses
+        that write (Redis out of memory refuses writes, not deletions), and
+        for deleted sessions whose tombstone it refused, the keys are
+        deleted. A cache that fails is an outage, logged once
+        (``caching.failed``); deleted sessions it may still serve are named
+        each time, since serving them would bring back a delete.
         """
+        keys = [self.key(sid) for sid in session_ids]
+        if not deleted:
+            try:
+                keys = list(await self.cache.aset_many(dict.fromkeys(keys, STALE), self.timeout))
+            except Exception as exc:
+                failed(self.cache_alias, exc)
+            if not keys:
+                return
         try:
-            await self.cache.adelete_many([self.key(sid) for sid in session_ids])
+            await self.cache.adelete_many(keys)
         except Exception as exc:
             failed(self.cache_alias, exc)
             if deleted:
