@@ -47,7 +47,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psycopg
@@ -60,6 +60,7 @@ from tests.servers import RedisServer, free_port  # noqa: E402
 
 ABSENT = None
 FAULTS = ("db-kill", "redis-kill", "worker-kill", "half-request", "slow-db")
+READ_TIMEOUT = 3  # the server's SERVER_READ_TIMEOUT in this run: a stalled request is cut off then
 AGENTS = (1, 2, 3, 4)
 
 
@@ -71,8 +72,13 @@ class Tally:
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     failure_times: list[float] = field(default_factory=list)
+    # Every HTTP attempt that failed (a 5xx or a connection error), retried or not: (when, what).
+    attempt_failures: list[tuple[float, str]] = field(default_factory=list)
     faults: list[tuple[str, float]] = field(default_factory=list)
     wrong_reads: list[str] = field(default_factory=list)
+    # What each fault did, checked: backends terminated, workers back, stalls cut off by the server.
+    effects: collections.Counter[str] = field(default_factory=collections.Counter)
+    redis_connections: int = 0
 
 
 class Model:
@@ -141,6 +147,7 @@ def start_server(
         "WEB_CONCURRENCY": str(workers),
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        "SERVER_READ_TIMEOUT": str(READ_TIMEOUT),
     }
     env.pop("BENCH_DATABASE_URL", None)
     return subprocess.Popen(
@@ -187,15 +194,25 @@ def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
 
 
 async def inject(
-    fault: str, *, database_url: str, redis: RedisServer, server: subprocess.Popen[bytes], port: int
+    fault: str,
+    *,
+    database_url: str,
+    redis: RedisServer,
+    server: subprocess.Popen[bytes],
+    port: int,
+    workers: int,
+    tally: Tally,
 ) -> None:
     if fault == "db-kill":
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            cursor = await conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+            row = await cursor.fetchone()
+            tally.effects["database connections terminated"] += int(row[0]) if row else 0
     elif fault == "redis-kill":
+        tally.redis_connections += int(str(redis.stats()["total_connections_received"]))
         redis.kill()
         await asyncio.sleep(1.5)
         await asyncio.to_thread(redis.start)
@@ -203,12 +220,24 @@ async def inject(
         pids = worker_pids(server)
         if not pids:
             raise RuntimeError("found no worker process to kill")
-        os.kill(random.choice(pids), signal.SIGKILL)
+        killed = random.choice(pids)
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            now = worker_pids(server)
+            if killed not in now and len(now) >= workers:
+                tally.effects["workers started again by the supervisor"] += 1
+                break
     elif fault == "half-request":
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b'PUT /api/sessions/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"agent')
         await writer.drain()
-        await asyncio.sleep(8)
+        try:  # the server must close it (SERVER_READ_TIMEOUT), not this client
+            await asyncio.wait_for(reader.read(), READ_TIMEOUT + 3)
+            tally.effects["stalled requests cut off by the server"] += 1
+        except TimeoutError:
+            tally.effects["stalled requests NOT cut off"] += 1
         writer.close()
     elif fault == "slow-db":
         async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
@@ -216,7 +245,7 @@ async def inject(
             await asyncio.sleep(3)
 
 
-async def fault_schedule(until: float, every: float, tally: Tally, **where: object) -> None:
+async def fault_schedule(until: float, every: float, tally: Tally, **where: Any) -> None:
     running: list[asyncio.Task[None]] = []
     for n in range(10_000):
         await asyncio.sleep(every)
@@ -224,7 +253,7 @@ async def fault_schedule(until: float, every: float, tally: Tally, **where: obje
             break
         fault = FAULTS[n % len(FAULTS)]
         tally.faults.append((fault, time.monotonic()))
-        running.append(asyncio.create_task(inject(fault, **where)))  # type: ignore[arg-type]
+        running.append(asyncio.create_task(inject(fault, tally=tally, **where)))
     await asyncio.gather(*running)
 
 
@@ -248,8 +277,10 @@ async def client_loop(
 
     async def seen(response: httpx.Response) -> None:
         tally.statuses[response.status_code] += 1
+        if response.status_code >= 500:
+            tally.attempt_failures.append((time.monotonic(), str(response.status_code)))
 
-    http = httpx.AsyncClient(timeout=10, event_hooks={"response": [seen]})
+    http = httpx.AsyncClient(timeout=10, event_hooks={"response": [seen]}, transport=CountingTransport(tally))
     kind = "token" if number % 2 == 0 else "key"
     secret = credentials[kind][number % len(credentials[kind])]
     auth = {"token": secret} if kind == "token" else {"api_key": secret}
@@ -271,7 +302,9 @@ async def client_loop(
                         await store.save(records[0])
                     elif operation == "save_many":
                         await store.save_many(records)
-                    elif operation in ("delete", "delete_many"):
+                    elif operation == "delete":
+                        await store.delete(SessionId.parse(chosen[0]))  # the detail route
+                    elif operation == "delete_many":
                         await store.delete_many([SessionId.parse(sid) for sid in chosen])
                     elif operation == "load":
                         try:
@@ -325,6 +358,21 @@ async def client_loop(
         await http.aclose()
 
 
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, noting every attempt that failed to connect or to get an answer (retries too)."""
+
+    def __init__(self, tally: Tally) -> None:
+        super().__init__()
+        self.tally = tally
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            self.tally.attempt_failures.append((time.monotonic(), type(exc).__name__))
+            raise
+
+
 def _status_of(exc: BaseException) -> str:
     text = str(exc)
     marker = text.find("HTTP ")
@@ -335,12 +383,16 @@ def _status_of(exc: BaseException) -> str:
 
 
 def recovery_by_fault(tally: Tally) -> dict[str, float]:
-    """For each kind of fault, the longest time from one injection to the last failure before the next."""
+    """For each kind of fault, the longest time from one injection to the last failed attempt before the next.
+
+    Attempts, not calls: a call that the client retried into a success still
+    counts its failed attempts (a 5xx or a connection error) here.
+    """
     longest: dict[str, float] = {fault: 0.0 for fault in FAULTS}
     moments = sorted(tally.faults, key=lambda item: item[1])
     for index, (fault, started) in enumerate(moments):
         ends = moments[index + 1][1] if index + 1 < len(moments) else float("inf")
-        after = [moment for moment in tally.failure_times if started <= moment < ends]
+        after = [moment for moment, _ in tally.attempt_failures if started <= moment < ends]
         if after:
             longest[fault] = max(longest[fault], max(after) - started)
     return longest
@@ -365,7 +417,14 @@ async def run(
     ]
     every = (args.seconds - 4) / len(FAULTS) if args.quick else args.fault_every
     faults = fault_schedule(
-        until, every, tally, database_url=database_url, redis=redis, server=server, port=port
+        until,
+        every,
+        tally,
+        database_url=database_url,
+        redis=redis,
+        server=server,
+        port=port,
+        workers=args.workers,
     )
     await asyncio.gather(*clients, faults)
     return tally, model
@@ -383,6 +442,8 @@ async def read_back(base: str, token: str, model: Model) -> dict[str, int]:
         value = None if record is None else (record.agent_id, record.started_at_ns)
         if value in possible:
             counts["as the model allows"] += 1
+            if len(possible) > 1:  # a failed call left it open which value it holds
+                counts["  of which open after a failed call"] += 1
         elif model.acknowledged.get(sid) == "write":
             counts["lost acknowledged writes"] += 1
         elif model.acknowledged.get(sid) == "delete":
@@ -424,7 +485,10 @@ def main() -> None:
             elapsed = time.monotonic() - started
             wait_until_up(base)  # a killed worker is back
             final = asyncio.run(read_back(base, credentials["token"][0], model))
-            redis_connections = redis.stats()["total_connections_received"]
+            # Redis counts from its last start: add what it had counted before each kill.
+            redis_connections = tally.redis_connections + int(
+                str(redis.stats()["total_connections_received"])
+            )
         except BaseException:
             print("the server's log, last lines:\n" + log_path.read_text(errors="replace")[-3000:])
             raise
@@ -457,14 +521,22 @@ def report(
     print("\ncalls that failed after their retries, by error and status")
     for name, count in sorted(tally.failures.items()) or [("none", 0)]:
         print(f"  {name:28} {count:8}")
-    print("\nfaults injected, and the longest time from one to its last failed call")
+    print("\nfaults injected, and the longest time from one to its last failed attempt (retries included)")
     injected = collections.Counter(fault for fault, _ in tally.faults)
     for fault in FAULTS:
         print(f"  {fault:28} {injected[fault]:8}   recovered within {recovery[fault]:.2f} s")
-    print(f"\nRedis connections accepted over the run: {redis_connections}")
+    print("\nwhat the faults did (checked)")
+    for name, count in sorted(tally.effects.items()):
+        print(f"  {name:44} {count:8}")
+    failed_attempts = collections.Counter(what for _, what in tally.attempt_failures)
+    print("\nfailed attempts (5xx or connection errors, each retry counted), by kind")
+    for name, count in sorted(failed_attempts.items()) or [("none", 0)]:
+        print(f"  {name:28} {count:8}")
+    print(f"\nRedis connections accepted over the run (all its starts): {redis_connections}")
     print("\nread back at the end")
     for name in (
         "as the model allows",
+        "  of which open after a failed call",
         "lost acknowledged writes",
         "resurrected acknowledged deletes",
         "other mismatches",
@@ -492,7 +564,13 @@ def report(
         "redis_connections": redis_connections,
     }
     print("RESULT " + json.dumps(result))
-    if lost or errors_500 or tally.wrong_reads or final.get("other mismatches"):
+    if (
+        lost
+        or errors_500
+        or tally.wrong_reads
+        or final.get("other mismatches")
+        or tally.effects.get("stalled requests NOT cut off")
+    ):
         raise SystemExit(1)
 
 
