@@ -58,6 +58,11 @@ class ReadTimeoutHttpToolsProtocol(HttpToolsProtocol):
 
     def _timed_out(self) -> None:
         self._read_timer = None
+        if getattr(self.flow, "read_paused", False):
+            # uvicorn stopped reading itself (a pipelined request waits for the
+            # answer before it, or the client reads slowly): not the client's delay.
+            self._arm()
+            return
         if not self.transport.is_closing():
             logger.info("closing a connection whose request did not arrive within %.0f s", self.read_timeout)
             self.transport.close()
