@@ -114,43 +114,32 @@ class TolerantCache:
         self.alias = alias
 
     def get(self, key: str, default: Any = None) -> Any:
+        return self._quietly(default, "get", key, default)
+
+    def set(self, key: str, value: Any, timeout: float | object | None = DEFAULT_TIMEOUT) -> bool:
+        return self._quietly(False, "set", key, value, timeout) is not False
+
+    def add(self, key: str, value: Any, timeout: float | object | None = DEFAULT_TIMEOUT) -> bool:
+        return bool(self._quietly(False, "add", key, value, timeout))
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        """The backend's own ``incr`` (atomic on Redis and in memory); ``None`` if it failed."""
+        value = self._quietly(None, "incr", key, delta)
+        return None if value is None else int(value)
+
+    def _quietly(self, default: Any, method: str, *args: Any) -> Any:
+        """``cache.<method>(*args)``, or ``default`` if the cache failed (an outage: logged once)."""
         try:
-            value = cache_for(self.alias).get(key, default)
+            value = getattr(cache_for(self.alias), method)(*args)
+        except ValueError as exc:
+            if method != "incr":  # incr: the key expired in between, and the count starts again
+                failed(self.alias, exc)
+            return default
         except Exception as exc:
             failed(self.alias, exc)
             return default
         answered(self.alias)
         return value
-
-    def set(self, key: str, value: Any, timeout: float | object | None = DEFAULT_TIMEOUT) -> bool:
-        try:
-            cache_for(self.alias).set(key, value, timeout)  # type: ignore[arg-type]
-        except Exception as exc:
-            failed(self.alias, exc)
-            return False
-        answered(self.alias)
-        return True
-
-    def add(self, key: str, value: Any, timeout: float | object | None = DEFAULT_TIMEOUT) -> bool:
-        try:
-            added = cache_for(self.alias).add(key, value, timeout)  # type: ignore[arg-type]
-        except Exception as exc:
-            failed(self.alias, exc)
-            return False
-        answered(self.alias)
-        return bool(added)
-
-    def incr(self, key: str, delta: int = 1) -> int | None:
-        """The backend's own ``incr`` (atomic on Redis and in memory); ``None`` if it failed."""
-        try:
-            value = cache_for(self.alias).incr(key, delta)
-        except ValueError:  # the key expired in between: the count starts again
-            return None
-        except Exception as exc:
-            failed(self.alias, exc)
-            return None
-        answered(self.alias)
-        return int(value)
 
 
 def tolerant(alias: str) -> TolerantCache:
