@@ -160,6 +160,13 @@ ran+=("Django 6.1 on Python 3.12 and 3.13")
 phase "benchmarks, quick mode (proves they run; the figures mean little)"
 $PY -m benchmarks.run --quick
 
+if [ -n "$have_postgres" ]; then
+  # Fails the run on a lost acknowledged write, a resurrected delete, a 500
+  # or a stalled request the server did not cut off (benchmarks/chaos.py).
+  phase "chaos run, quick (30 s of load while the database, Redis and a worker fail)"
+  $PY -m benchmarks.chaos --quick | grep -v "^RESULT "
+fi
+
 phase ""
 echo "== wall time by phase"
 for i in "${!phase_names[@]}"; do
