@@ -49,7 +49,9 @@ POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 MARIADB_URL="${MARIADB_URL:-mysql://root@127.0.0.1:3306/test}"
 WORKERS="${PYTEST_WORKERS:-2}"
 XDIST=()
-[ "$WORKERS" != "0" ] && XDIST=(-n "$WORKERS" --dist loadgroup)
+# tests/conftest.py schedules them: a few modules whole on one worker, the
+# rest test by test to whichever worker is free.
+[ "$WORKERS" != "0" ] && XDIST=(-n "$WORKERS")
 
 postgres_reachable() {
   $PY - "$POSTGRES_URL" <<'PYEOF'

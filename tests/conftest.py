@@ -34,10 +34,12 @@ def missing(service: str, reason: str) -> NoReturn:
     pytest.skip(f"{service} is missing: {reason}")
 
 
-# Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``) each of
-# these modules runs whole on one worker: they share something outside the
-# test database (a Redis database they flush) or start an expensive server
-# once per module, which a split would start once per worker.
+# Under pytest-xdist (scripts/test.sh runs ``-n 2``) each of these modules
+# runs whole on one worker: they share something outside the test database
+# (a Redis database they flush) or start an expensive server once per
+# module, which a split would start once per worker. Every other test goes
+# to whichever worker is free. (xdist's own ``xdist_group`` mark renames the
+# node ids, which pytest 9 no longer lets it do: the groups would not hold.)
 ONE_WORKER_MODULES = {
     "test_agent_keys",
     "test_cached_store",
@@ -50,11 +52,18 @@ ONE_WORKER_MODULES = {
 }
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if module in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesKeptTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.rsplit("/", 1)[-1].removesuffix(".py") in ONE_WORKER_MODULES:
+                return path
+            return nodeid
+
+    return ModulesKeptTogether(config, log)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
