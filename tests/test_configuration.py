@@ -14,6 +14,21 @@ from sessions_app.storage import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _database_features_read(django_db_setup, django_db_blocker) -> None:
+    """Django 6.1's model checks read ``connection.features`` (a query, once per process).
+
+    Read them here, with the database open, so the checks below need no
+    database whichever tests ran before them in this process (pytest-xdist
+    deals the tests out in another order).
+    """
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for alias in connections:
+            _ = connections[alias].features.supports_json_field
+
+
 def check_ids(**kwargs) -> set[str]:
     return {message.id for message in run_checks(**kwargs) if message.id.startswith("sessions_app.")}
 
