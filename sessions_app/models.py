@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 from .fields import SessionIdField, UnsignedBigIntegerField
-from .storage.types import AGENT_ID_MAX, SessionId, SessionRecord, check_int_range
+from .storage.types import AGENT_ID_MAX, SessionId, SessionRecord, check_agent_ids
 
 
 class AbstractExecutionSession(models.Model):
@@ -92,7 +92,7 @@ def agent_ids_of(value: object) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple, set, frozenset)):
         raise ValueError(f"agent_ids must be a list of integers in 0..{AGENT_ID_MAX}, got {value!r}")
     try:
-        agents = tuple(sorted({check_int_range("agent_ids", agent, AGENT_ID_MAX) for agent in value}))
+        agents = check_agent_ids(value)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
     if not 1 <= len(agents) <= MAX_KEY_AGENTS:

@@ -10,6 +10,7 @@ thing wherever it is raised.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 AGENT_ID_MAX = 2**63 - 1
@@ -199,6 +200,18 @@ def parse_session_id(value: object) -> SessionId:
     raise TypeError(
         f"session_id must be a SessionId, 16 bytes, a uuid.UUID or UUID text, got {type(value).__name__}"
     )
+
+
+def check_agent_ids(agent_ids: Iterable[object]) -> tuple[int, ...]:
+    """Agent ids as a sorted tuple of distinct ones, each in 0..AGENT_ID_MAX (as ``check_int_range``).
+
+    The scope of a store (``DjangoSessionStore.for_agents``) and the agents
+    of a key (``AgentKey``) are both such a set. A string is refused
+    (``TypeError``): it would iterate as characters.
+    """
+    if isinstance(agent_ids, (str, bytes)):
+        raise TypeError("agent_ids must be an iterable of integers, not a string")
+    return tuple(sorted({check_int_range("agent_ids", agent, AGENT_ID_MAX) for agent in agent_ids}))
 
 
 def check_record(record: object) -> SessionRecord:

@@ -10,7 +10,7 @@ from django.db import models
 from ..base import SessionStore
 from ..errors import NotFound
 from ..metrics import timed_async
-from ..types import SessionId, SessionRecord, check_record
+from ..types import SessionId, SessionRecord, check_agent_ids, check_record
 from .paths import AsyncPath, path_for
 from .sql import Agents, SessionSQL, decode_row, dedupe_last_wins, records_by_id, unique_ids
 from .sync import (
@@ -19,7 +19,6 @@ from .sync import (
     check_in_scope,
     created_or_refused,
     refuse_scoped_purge,
-    scope_of,
 )
 
 
@@ -69,7 +68,7 @@ class DjangoSessionStore(SessionStore):
     def for_agents(self, agent_ids: Iterable[int]) -> DjangoSessionStore:
         """This store, seeing only the sessions of ``agent_ids``; it shares this store's path."""
         scoped = copy.copy(self)
-        scoped.agents = scope_of(agent_ids)
+        scoped.agents = check_agent_ids(agent_ids)
         scoped.sync = self.sync.for_agents(scoped.agents)
         return scoped
 

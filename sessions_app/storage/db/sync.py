@@ -10,7 +10,7 @@ from django.db import models
 
 from ..errors import NotFound, OutOfScope
 from ..metrics import timed
-from ..types import SessionId, SessionRecord, check_record
+from ..types import SessionId, SessionRecord, check_agent_ids, check_record
 from .portable import CursorRunner
 from .sql import Agents, SessionSQL, decode_row, dedupe_last_wins, records_by_id, session_sql, unique_ids
 
@@ -72,7 +72,7 @@ class SyncDjangoSessionStore:
         a scoped store refuses it.
         """
         scoped = copy.copy(self)
-        scoped.agents = scope_of(agent_ids)
+        scoped.agents = check_agent_ids(agent_ids)
         return scoped
 
     # -- the contract ------------------------------------------------------
@@ -179,15 +179,6 @@ class SyncDjangoSessionStore:
                 progress(batch)
             if batch < batch_size:
                 return deleted
-
-
-def scope_of(agent_ids: Iterable[int]) -> Agents:
-    """The agents of a scoped store: distinct, sorted, each an agent id (``ValueError`` otherwise)."""
-    from ..types import AGENT_ID_MAX, check_int_range
-
-    if isinstance(agent_ids, (str, bytes)):
-        raise TypeError("agent_ids must be an iterable of integers, not a string")
-    return tuple(sorted({check_int_range("agent_ids", agent, AGENT_ID_MAX) for agent in agent_ids}))
 
 
 def check_in_scope(record: SessionRecord, agents: Agents | None) -> SessionRecord:
