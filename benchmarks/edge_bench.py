@@ -41,7 +41,6 @@ import argparse
 import atexit
 import json
 import os
-import re
 import secrets
 import shutil
 import statistics
@@ -171,29 +170,11 @@ class Server:
 
 
 def wrk(url: str, authorization: str, connections: int, seconds: int, method: str, body: str | None) -> dict:
-    from benchmarks.http_bench import to_ms
+    """http_bench's wrk, with this benchmark's thread count; any method but GET sends a body."""
+    from benchmarks.http_bench import wrk as load
 
-    args = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-H", f"Authorization: {authorization}"]  # fmt: skip
-    with tempfile.TemporaryDirectory() as scratch:
-        if method != "GET":
-            script = Path(scratch) / "request.lua"
-            script.write_text(
-                f'wrk.method = "{method}"\nwrk.headers["Content-Type"] = "application/json"\n'
-                f"wrk.body = {json.dumps(body or '')}\n"
-            )
-            args += ["-s", str(script)]
-        run = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True)
-    output = run.stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {
-        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
-        "p50_ms": to_ms(re.search(r"\s50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
-        "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": sum(int(n) for n in socket.groups()) if socket else 0,
-    }
+    body = None if method == "GET" else (body or "")
+    return load(url, authorization, seconds, body, method, connections=connections, threads=WRK_THREADS)
 
 
 def method_of(row: str) -> str:

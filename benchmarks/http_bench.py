@@ -83,12 +83,20 @@ def to_ms(text: str) -> float:
 
 
 def wrk(
-    url: str, authorization: str, seconds: int, body: str | None = None, method: str = "PUT"
+    url: str,
+    authorization: str,
+    seconds: int,
+    body: str | None = None,
+    method: str = "PUT",
+    *,
+    connections: int = CONNECTIONS,
+    threads: int = 2,
 ) -> dict[str, float]:
+    """One wrk load; ``body`` None: a plain GET, else a Lua script sends ``method`` with it."""
     args = [
         "wrk",
-        "-t2",
-        f"-c{CONNECTIONS}",
+        f"-t{threads}",
+        f"-c{connections}",
         f"-d{seconds}s",
         "--latency",
         "-H",
@@ -105,11 +113,13 @@ def wrk(
         run = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True)
     output = run.stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return {
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
         "p50_ms": to_ms(re.search(r"\s50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
         "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
         "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
     }
 
 
