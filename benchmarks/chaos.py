@@ -316,36 +316,20 @@ async def client_loop(
                             answer = {chosen[0]: ABSENT}
                     else:
                         loaded = await store.load_many([SessionId.parse(sid) for sid in chosen])
-                        answer = {
-                            sid: (
-                                (
-                                    loaded[SessionId.parse(sid)].agent_id,
-                                    loaded[SessionId.parse(sid)].started_at_ns,
-                                )
-                                if SessionId.parse(sid) in loaded
-                                else ABSENT
-                            )
-                            for sid in chosen
-                        }
+                        found_by_id = {str(sid): (r.agent_id, r.started_at_ns) for sid, r in loaded.items()}
+                        answer = {sid: found_by_id.get(sid, ABSENT) for sid in chosen}
+                    acknowledged = True
                 except StorageError as exc:
-                    tally.operations[f"{operation} failed"] += 1
+                    acknowledged = False
                     tally.failures[f"{type(exc).__name__}: {_status_of(exc)}"] += 1
                     tally.failure_times.append(time.monotonic())
-                    if operation.startswith("save"):
-                        for sid in chosen:
-                            model.wrote(sid, values[sid], acknowledged=False)
-                    elif operation.startswith("delete"):
-                        for sid in chosen:
-                            model.wrote(sid, ABSENT, acknowledged=False)
-                    continue
-                tally.operations[f"{operation} ok"] += 1
-                if operation.startswith("save"):
+                tally.operations[f"{operation} {'ok' if acknowledged else 'failed'}"] += 1
+                if operation.startswith(("save", "delete")):
+                    # A failed write may or may not have happened: the model keeps both.
                     for sid in chosen:
-                        model.wrote(sid, values[sid], acknowledged=True)
-                elif operation.startswith("delete"):
-                    for sid in chosen:
-                        model.wrote(sid, ABSENT, acknowledged=True)
-                else:
+                        written = values[sid] if operation.startswith("save") else ABSENT
+                        model.wrote(sid, written, acknowledged=acknowledged)
+                elif acknowledged:
                     for sid, value in answer.items():
                         wrong = model.read(sid, value)
                         if wrong:
