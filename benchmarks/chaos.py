@@ -71,7 +71,6 @@ class Tally:
     operations: collections.Counter[str] = field(default_factory=collections.Counter)
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
-    failure_times: list[float] = field(default_factory=list)
     # Every HTTP attempt that failed (a 5xx or a connection error), retried or not: (when, what).
     attempt_failures: list[tuple[float, str]] = field(default_factory=list)
     faults: list[tuple[str, float]] = field(default_factory=list)
@@ -322,7 +321,6 @@ async def client_loop(
                 except StorageError as exc:
                     acknowledged = False
                     tally.failures[f"{type(exc).__name__}: {_status_of(exc)}"] += 1
-                    tally.failure_times.append(time.monotonic())
                 tally.operations[f"{operation} {'ok' if acknowledged else 'failed'}"] += 1
                 if operation.startswith(("save", "delete")):
                     # A failed write may or may not have happened: the model keeps both.

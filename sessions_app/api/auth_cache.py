@@ -103,11 +103,6 @@ def _remember(name: tuple[str, tuple[object, ...]], entry: tuple[str, float, Any
     _answers[name] = entry
 
 
-def forget(kind: str, parts: tuple[object, ...]) -> None:
-    """Drop one kept answer of this process (the next call asks the database)."""
-    _answers.pop((kind, parts), None)
-
-
 def new_generation() -> None:
     """Retire every kept answer: this process's at once, every other's that shares the cache."""
     _answers.clear()  # even if the cache then fails to take the new generation
