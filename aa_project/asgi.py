@@ -1,11 +1,18 @@
-"""ASGI entry point: ``uvicorn aa_project.asgi:application``."""
+"""ASGI entry point: ``uvicorn aa_project.asgi:application``.
+
+The API's hot calls are answered by ``sessions_app.asgi.SessionsEdge``
+ahead of Django; everything else is Django's application (README,
+"What each server runs").
+"""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aa_project.settings")
-# An ASGI server: the API's detail calls run on the event loop (README, "Production").
-os.environ.setdefault("SESSIONS_ASYNC_DETAIL_VIEW", "1")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from sessions_app.asgi import SessionsEdge  # noqa: E402 - imports models: after Django's setup
+
+application = SessionsEdge(django_application)

@@ -205,6 +205,8 @@ class StaticFilesMiddleware:
 
     sync_capable = True
     async_capable = True
+    # sessions_app.asgi.SessionsEdge may answer the API ahead of it: it only serves STATIC_URL.
+    edge_transparent = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response

@@ -202,12 +202,12 @@ STORAGES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The app's settings (sessions_app/conf.py has every key), from the environment:
-# the bulk limit, and the async detail view, which asgi.py turns on (the
-# ASGI server) and manage.py, wsgi.py and the test suite leave off.
+# The app's settings (sessions_app/conf.py has every key), from the environment.
 SESSIONS_APP = {
     "MAX_BULK": int(os.environ.get("SESSIONS_MAX_BULK", "10000")),
-    "ASYNC_DETAIL_VIEW": env_bool("SESSIONS_ASYNC_DETAIL_VIEW", False),
+    # Under ASGI (asgi.py), sessions_app.asgi.SessionsEdge answers the API's
+    # hot calls ahead of Django; SESSIONS_EDGE=0 hands every request to Django.
+    "EDGE": env_bool("SESSIONS_EDGE", True),
     # Failed authentications per client address a minute before 429 (README, "Security").
     "AUTH_FAILURE_RATE": os.environ.get("SESSIONS_AUTH_FAILURE_RATE", "20/min"),
 }

@@ -129,7 +129,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="sessions_app.E005",
                 )
             )
-    errors += _check_async_detail_view(connections.settings)
+    errors += _check_edge()
     for key in ("PERMISSION_CLASSES", "THROTTLE_CLASSES"):
         for path in app_settings.user_settings.get(key, []):
             try:
@@ -145,25 +145,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
-def _check_async_detail_view(databases: dict[str, Any]) -> list[Any]:
-    value = app_settings.ASYNC_DETAIL_VIEW
+def _check_edge() -> list[Any]:
+    value = app_settings.EDGE
     if not isinstance(value, bool):
         return [
             Error(
-                f"{SETTINGS_NAME}['ASYNC_DETAIL_VIEW'] must be True or False, got {value!r}.",
-                hint="True under an ASGI server (uvicorn, daphne), False under WSGI (the default).",
+                f"{SETTINGS_NAME}['EDGE'] must be True or False, got {value!r}.",
+                hint="True (the default) lets sessions_app.asgi.SessionsEdge answer the API's hot calls.",
                 id="sessions_app.E010",
-            )
-        ]
-    # What Django's handler reads when it wraps a view for ATOMIC_REQUESTS.
-    atomic = sorted(alias for alias, config in databases.items() if config.get("ATOMIC_REQUESTS"))
-    if value and atomic:
-        return [
-            Error(
-                f"{SETTINGS_NAME}['ASYNC_DETAIL_VIEW'] is on, but ATOMIC_REQUESTS is on for "
-                f"{', '.join(map(repr, atomic))}: Django refuses to serve an async view then.",
-                hint="Turn one of them off; each API call is one statement or its own transaction anyway.",
-                id="sessions_app.E011",
             )
         ]
     return []

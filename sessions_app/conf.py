@@ -55,11 +55,10 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_FAILURE_RATE": "20/min",
     # GET /api/health/: seconds each check (database, cache) may take.
     "HEALTH_TIMEOUT": 3.0,
-    # REST API: serve GET, PUT and DELETE of sessions/{id}/ from an async
-    # view on the store's native path, for ASGI servers (no thread hop and no
-    # new connection per request). Under WSGI keep it off: there an async
-    # view would start an event loop per request.
-    "ASYNC_DETAIL_VIEW": False,
+    # REST API under ASGI: whether sessions_app.asgi.SessionsEdge (when the
+    # project's asgi.py wraps its application in it) answers the hot calls
+    # ahead of Django; False hands every request to Django.
+    "EDGE": True,
     # REST API: the most records (or ids) one bulk call may carry.
     "MAX_BULK": 10_000,
     # REST API: page size of the list, and the DRF policy classes by dotted path.

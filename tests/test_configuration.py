@@ -127,20 +127,11 @@ def test_bad_health_timeout_is_e009(settings, value):
 
 
 @pytest.mark.parametrize("value", [1, "yes", None])
-def test_async_detail_view_not_a_bool_is_e010(settings, value):
-    settings.SESSIONS_APP = {"ASYNC_DETAIL_VIEW": value}
+def test_edge_not_a_bool_is_e010(settings, value):
+    settings.SESSIONS_APP = {"EDGE": value}
     assert "sessions_app.E010" in check_ids()
-
-
-def test_async_detail_view_with_atomic_requests_is_e011(settings, monkeypatch):
-    from django.db import connections
-
-    settings.SESSIONS_APP = {"ASYNC_DETAIL_VIEW": True}
-    assert "sessions_app.E011" not in check_ids()
-    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
-    assert "sessions_app.E011" in check_ids()
-    settings.SESSIONS_APP = {"ASYNC_DETAIL_VIEW": False}
-    assert "sessions_app.E011" not in check_ids()
+    settings.SESSIONS_APP = {"EDGE": False}
+    assert "sessions_app.E010" not in check_ids()
 
 
 def test_unimportable_permission_class_is_e006(settings):

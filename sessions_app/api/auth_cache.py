@@ -93,6 +93,26 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
     return value
 
 
+def kept(kind: str, parts: tuple[object, ...]) -> Any:
+    """The answer ``cached`` would give without computing, or ``None`` when it would have to compute.
+
+    No database, no side effect: ``sessions_app.asgi`` asks this and hands
+    the request to Django (which computes and keeps the answer) on ``None``.
+    """
+    if not app_settings.AUTH_CACHE_TIMEOUT:
+        return None
+    entry = _answers.get((kind, parts))
+    if entry is None:
+        return None
+    try:
+        generation = cache_for(app_settings.AUTH_CACHE_ALIAS).get(GENERATION_KEY)
+    except Exception:
+        return None  # the cache is down: cached() notes the outage when Django asks
+    if entry[0] == generation and time.time() < entry[1]:
+        return entry[2]
+    return None
+
+
 def _remember(name: tuple[str, tuple[object, ...]], entry: tuple[str, float, Any]) -> None:
     if len(_answers) >= ANSWERS_LIMIT and name not in _answers:
         now = time.time()

@@ -213,12 +213,16 @@ class AgentKeyAuthentication(CountsFailures, BaseAuthentication):
 
         ``QuerySet.update()`` sends no signal, so it retires no kept answer.
         """
-        now = time.monotonic()
-        last = _last_noted.get(grant.key_id)
-        if last is not None and now - last < LAST_USED_EVERY:
+        if use_is_noted(grant):
             return
         AgentKey.objects.filter(pk=grant.key_id).update(last_used=timezone.now())
-        _last_noted[grant.key_id] = now
+        _last_noted[grant.key_id] = time.monotonic()
 
 
 _last_noted: dict[str, float] = {}
+
+
+def use_is_noted(grant: AgentGrant) -> bool:
+    """Whether this process wrote the key's ``last_used`` less than ``LAST_USED_EVERY`` seconds ago."""
+    last = _last_noted.get(grant.key_id)
+    return last is not None and time.monotonic() - last < LAST_USED_EVERY

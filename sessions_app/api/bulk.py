@@ -26,7 +26,8 @@ for _name, _field in _FIELDS.items():
     _field.field_name = _name
 
 
-def _integer(value: object, maximum: int) -> int:
+def integer(value: object, maximum: int) -> int:
+    """An id or a time in its common form (an int, or ASCII digits) and range, else ``ValueError``."""
     if type(value) is int or (
         type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20
     ):
@@ -45,8 +46,8 @@ def _record(item: object) -> SessionRecord:
         raise TypeError
     return SessionRecord(
         SessionId.parse(text),
-        _integer(item["agent_id"], AGENT_ID_MAX),
-        _integer(item["started_at_ns"], STARTED_AT_NS_MAX),
+        integer(item["agent_id"], AGENT_ID_MAX),
+        integer(item["started_at_ns"], STARTED_AT_NS_MAX),
     )
 
 

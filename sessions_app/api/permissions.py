@@ -66,9 +66,14 @@ class ExecutionSessionPermissions(DjangoModelPermissions):
         # DRF's _queryset() would build (and clone) the queryset just for it.
         queryset = getattr(view, "queryset", None)
         model = queryset.model if queryset is not None else self._queryset(view).model
-        answer_for = (type(self).__qualname__, user._meta.label, user.pk, self._method, model._meta.label)
         ask_django = super().has_permission
+        answer_for = self.answer_key(type(self), user, self._method, model)
         return auth_cache.cached("perms", answer_for, lambda: ask_django(request, view))
+
+    @staticmethod
+    def answer_key(cls: type[Any], user: Any, method: str | None, model: Any) -> tuple[object, ...]:
+        """Under which name the auth cache keeps the answer for ``user``, ``method`` and ``model``."""
+        return (cls.__qualname__, user._meta.label, user.pk, method, model._meta.label)
 
     def get_required_permissions(self, method: str, model_cls: Any) -> list[str]:
         perms: list[str] = super().get_required_permissions(getattr(self, "_method", method), model_cls)

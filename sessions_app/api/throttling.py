@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache import cache as default_cache
@@ -77,6 +78,22 @@ def parse_rate(rate: str | None) -> tuple[int, int]:
         return 0, 0
     count, period = rate.split("/")
     return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+
+
+def throttles(classes: Iterable[type[BaseThrottle]]) -> list[BaseThrottle]:
+    """One instance of each throttle class, as DRF's ``get_throttles``, each on a cache that never raises.
+
+    DRF's throttles hold ``django.core.cache.cache``, a new cache object per
+    request context, which raises when the cache is down: here they get the
+    process's shared object of the same alias, and a cache outage lets
+    requests through (logged once) instead of a 500.
+    """
+    made = [throttle() for throttle in classes]
+    for throttle in made:
+        alias = alias_of(getattr(throttle, "cache", None))
+        if alias is not None:
+            throttle.cache = tolerant(alias)  # type: ignore[attr-defined]
+    return made
 
 
 class CountsFailures:

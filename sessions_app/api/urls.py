@@ -1,7 +1,7 @@
 """The app's API URLs; a project mounts them with ``path("api/", include("sessions_app.api.urls"))``.
 
-- ``sessions/`` and ``sessions/{session_id}/``: the viewset (the detail
-  route on the event loop when ``SESSIONS_APP["ASYNC_DETAIL_VIEW"]`` is on);
+- ``sessions/`` and ``sessions/{session_id}/``: the viewset (under ASGI,
+  ``sessions_app.asgi.SessionsEdge`` answers its hot calls ahead of Django);
 - ``schema/``: the OpenAPI 3 schema; ``docs/``: Swagger UI over it;
 - ``health/``: for load balancers, no authentication;
 - ``metrics/``: Prometheus metrics, for users with the ``view`` permission.
@@ -9,18 +9,18 @@
 
 from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 
 from .health import health
 from .metrics import MetricsView
-from .routers import SessionRouter
 from .views import ExecutionSessionViewSet
 
 app_name = "sessions_app_api"
 
 
-def api_urlpatterns(*, async_detail: bool | None = None) -> list[URLPattern | URLResolver]:
-    """The API's URL patterns; ``async_detail`` as ``SessionRouter``'s (default: the setting)."""
-    router = SessionRouter(async_detail=async_detail)
+def api_urlpatterns() -> list[URLPattern | URLResolver]:
+    """The API's URL patterns (for a project that mounts them under its own namespace)."""
+    router = SimpleRouter()
     router.register("sessions", ExecutionSessionViewSet, basename="session")
     return [
         # The router's patterns themselves, not under include(""): one

@@ -5,31 +5,24 @@ Every write is the store's own statement: ``PUT`` is the contract's
 plain ``INSERT`` (409 when the id exists), ``DELETE`` the idempotent delete.
 Reads go through the ORM so that django-filter and cursor pagination apply.
 
-Two ways to serve the detail route (``sessions/{id}/``), one viewset:
-
-- synchronously, as any DRF view (``dispatch``): on Django's connection in
-  the request's thread. Right under WSGI.
-- on the event loop (``adispatch``), when ``SESSIONS_APP["ASYNC_DETAIL_VIEW"]``
-  is on (``routers.SessionRouter``): ``GET``, ``PUT`` and ``DELETE`` run on
-  the async store's native path, and DRF's policies in the loop while they
-  answer from memory (``policies.py``). Right under ASGI, where a
-  synchronous view costs a thread hop and a connection per request.
+Under WSGI and ASGI alike this is plain DRF, served synchronously. Under
+ASGI, ``sessions_app.asgi.SessionsEdge`` answers the calls agents make all
+day (``GET``/``PUT``/``DELETE`` of ``sessions/{id}/`` and the bulk calls)
+ahead of Django with the same policies and the same answers, and hands
+this viewset everything else.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.db import Error as DatabaseError
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.http.response import HttpResponseBase
-from django.utils.decorators import classonlymethod
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -47,7 +40,6 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..caching import alias_of, tolerant
 from ..conf import app_settings
 from ..models import ExecutionSession
 from ..storage.db import DjangoSessionStore, SyncDjangoSessionStore, backend_errors
@@ -60,8 +52,8 @@ from .filters import ExecutionSessionFilter
 from .negotiation import ExecutionSessionContentNegotiation
 from .pagination import ExecutionSessionCursorPagination
 from .parsers import BulkJSONParser, SafeJSONParser
-from .policies import can_run_in_loop, run_policy
 from .serializers import ExecutionSessionBodySerializer, ExecutionSessionSerializer, record_json
+from .throttling import throttles
 
 logger = logging.getLogger("sessions_app.api")
 
@@ -212,74 +204,37 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     lookup_url_kwarg = "session_id"
     content_negotiation_class = ExecutionSessionContentNegotiation
 
-    #: Set by ``routers.SessionRouter`` on the detail route it serves on the event loop.
-    serve_async = False
     #: Serves agent keys, limited to their agents (``ExecutionSessionPermissions`` reads it).
     agent_scoped = True
 
     _permissions: list[Any] | None = None
     _throttles: list[Any] | None = None
 
-    @classonlymethod
-    def as_view(cls, actions: dict[str, Any] | None = None, **initkwargs: Any) -> Any:
-        """DRF's view function; with ``serve_async=True`` the same view as a coroutine function.
-
-        Django awaits a coroutine function on the event loop and runs any
-        other view in a thread; ``dispatch`` then hands back ``adispatch``'s
-        coroutine, which the async function awaits.
-        """
-        view: Any = super().as_view(actions, **initkwargs)
-        if not initkwargs.get("serve_async"):
-            return view
-
-        # wraps() carries what DRF and drf-spectacular read (cls, initkwargs, actions, csrf_exempt).
-        @functools.wraps(view)
-        async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            response: HttpResponseBase = await view(request, *args, **kwargs)
-            return response
-
-        return async_view
-
     def get_permissions(self) -> list[Any]:
-        # Built once per request (a viewset instance serves one): DRF asks
-        # for them in each check, and the async route in its loop decision too.
+        # Built once per request (a viewset instance serves one): DRF asks for them in each check.
         if self._permissions is None:
             self._permissions = [permission() for permission in app_settings.PERMISSION_CLASSES]
         return self._permissions
 
     def get_throttles(self) -> list[Any]:
         if self._throttles is None:
-            self._throttles = [throttle() for throttle in app_settings.THROTTLE_CLASSES]
-            for throttle in self._throttles:
-                # DRF's throttles hold django.core.cache.cache, a new cache
-                # object per request context, which raises when the cache is
-                # down: here the process's shared object, and a cache outage
-                # lets requests through (logged once) instead of a 500.
-                alias = alias_of(getattr(throttle, "cache", None))
-                if alias is not None:
-                    throttle.cache = tolerant(alias)
+            self._throttles = throttles(app_settings.THROTTLE_CLASSES)
         return self._throttles
 
-    def policy_checks(self) -> list[Callable[[Request], None]]:
-        """Authentication, then throttles, then permissions.
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's ``initial``, with throttles checked before permissions.
 
         DRF checks permissions before throttles, so it refuses an
         unpermitted request before counting it. Here every request counts.
         (Failed authentications are counted by the authentication classes
         themselves: ``throttling``.)
         """
-        return [self.perform_authentication, self.check_throttles, self.check_permissions]
-
-    def _negotiate(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.format_kwarg = self.get_format_suffix(**kwargs)
         request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(request)
         request.version, request.versioning_scheme = self.determine_version(request, *args, **kwargs)
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """DRF's ``initial``, with the checks in ``policy_checks`` order."""
-        self._negotiate(request, *args, **kwargs)
-        for check in self.policy_checks():
-            check(request)
+        self.perform_authentication(request)
+        self.check_throttles(request)
+        self.check_permissions(request)
 
     def agent_scope(self) -> tuple[int, ...] | None:
         """The agents an agent key acts for, or ``None`` for a user (every agent, by model permission)."""
@@ -314,69 +269,7 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             raise Http404 from None
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, NotFound):
-            exc = exceptions.NotFound()
-        elif isinstance(exc, OutOfScope):
-            exc = exceptions.PermissionDenied({"session_id": [NOT_YOUR_SESSION]})
-        elif isinstance(exc, ConflictError):
-            exc = Conflict()
-        elif isinstance(exc, SerializationError):
-            session_id = self.kwargs.get(self.lookup_url_kwarg)
-            logger.error(
-                "session API: the stored session %s does not decode: %s",
-                session_id,
-                exc,
-                extra={"session_id": session_id},
-                exc_info=exc,
-            )
-            exc = StoredDataUnreadable()
-        elif isinstance(exc, (BackendError, DatabaseError)):
-            logger.error("session API: database unavailable: %s", exc)
-            exc = ServiceUnavailable()
-        return super().handle_exception(exc)
-
-    # -- serving on the event loop ---------------------------------------------
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        if self.serve_async:
-            return self.adispatch(request, *args, **kwargs)
-        return super().dispatch(request, *args, **kwargs)
-
-    async def adispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        """DRF's ``dispatch``, awaiting what would block.
-
-        The policies run as ``policies.run_policy`` says; ``retrieve``,
-        ``update`` and ``destroy`` have async twins on the native store
-        path; any other handler (``PATCH``, ``OPTIONS``, a 405) runs in a
-        worker thread, as Django runs a synchronous view.
-        """
-        self.args = args
-        self.kwargs = kwargs
-        drf_request = self.initialize_request(request, *args, **kwargs)
-        self.request = drf_request
-        self.headers = self.default_response_headers
-        try:
-            self._negotiate(drf_request, *args, **kwargs)
-            policies = [*(drf_request.authenticators or ()), *self.get_throttles(), *self.get_permissions()]
-            in_loop = can_run_in_loop(policies)
-            for check in self.policy_checks():
-                await run_policy(check, drf_request, in_loop=in_loop)
-            response = await self._async_handler(drf_request)(drf_request, *args, **kwargs)
-        except Exception as exc:
-            response = self.handle_exception(exc)
-        # DRF finalizes any HttpResponseBase (it asserts as much); its stubs say Response.
-        self.response = self.finalize_response(drf_request, response, *args, **kwargs)  # type: ignore[arg-type]
-        return await _rendered(self.response)
-
-    def _async_handler(self, request: Request) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
-        native = {"retrieve": self.aretrieve, "update": self.aupdate, "destroy": self.adestroy}
-        if self.action in native:
-            return native[self.action]
-        method = (request.method or "").lower()
-        handler = getattr(self, method, self.http_method_not_allowed)
-        if method not in self.http_method_names:
-            handler = self.http_method_not_allowed
-        return sync_to_async(handler)
+        return super().handle_exception(api_error(exc, self.kwargs.get(self.lookup_url_kwarg)))
 
     # -- reads ---------------------------------------------------------------
 
@@ -388,9 +281,6 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         return self.answer(record_json(self.store.load(self.url_session_id())))
-
-    async def aretrieve(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        return self.answer(record_json(await self.async_store.load(self.url_session_id())))
 
     # -- writes --------------------------------------------------------------
 
@@ -413,10 +303,6 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     def update(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         record = self._record_to_save(request)
         return self._saved(record, created=self.store.upsert(record))
-
-    async def aupdate(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        record = self._record_to_save(request)
-        return self._saved(record, created=await self.async_store.upsert(record))
 
     def _record_to_save(self, request: Request) -> SessionRecord:
         session_id = self.url_session_id()
@@ -464,11 +350,6 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
         self.store.delete(session_id)
         return self._deleted(session_id)
 
-    async def adestroy(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        session_id = self.url_session_id()
-        await self.async_store.delete(session_id)
-        return self._deleted(session_id)
-
     def _deleted(self, session_id: SessionId) -> HttpResponseBase:
         self._log_write("deleted", session_id)
         return self.answer(None, status=status.HTTP_204_NO_CONTENT)
@@ -495,28 +376,13 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
     @action(detail=False, methods=["post"], url_path="bulk-save", parser_classes=[BulkJSONParser])
     def bulk_save(self, request: Request) -> HttpResponseBase:
         records = records_from(request.data, app_settings.MAX_BULK)
-        agents = self.agent_scope()
-        if agents is not None:
-            refused = {
-                str(index): {"agent_id": [NOT_YOUR_AGENT.format(agent_id=record.agent_id)]}
-                for index, record in enumerate(records)
-                if record.agent_id not in agents
-            }
-            if refused:
-                raise exceptions.PermissionDenied({"sessions": refused})
+        refused = foreign_agents(records, self.agent_scope())
+        if refused is not None:
+            raise refused
         try:
             saved = self.store.save_many(records)
         except OutOfScope as exc:
-            foreign = set(exc.session_ids)
-            raise exceptions.PermissionDenied(
-                {
-                    "sessions": {
-                        str(index): {"session_id": [NOT_YOUR_SESSION]}
-                        for index, record in enumerate(records)
-                        if bytes(record.session_id) in foreign
-                    }
-                }
-            ) from None
+            raise foreign_sessions(records, exc) from None
         if saved:
             self._log_write(f"saved in bulk with {saved - 1} others", records[-1].session_id)
         return self.answer({"saved": saved})
@@ -582,15 +448,72 @@ class ExecutionSessionViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg
             )
 
     def _log_write(self, action: str, session_id: SessionId) -> None:
-        user = self.request.user
-        logger.info(
-            "session %s %s by user %s (id %s)",
+        log_write(self.request.user, action, session_id)
+
+
+def log_write(user: Any, action: str, session_id: SessionId) -> None:
+    """The write log line (``sessions_app.api`` at INFO): the session, what happened, and who."""
+    logger.info(
+        "session %s %s by user %s (id %s)",
+        session_id,
+        action,
+        user.get_username(),
+        user.pk,
+        extra={"session_id": str(session_id), "user_id": user.pk, "action": action},
+    )
+
+
+def api_error(exc: Exception, session_id: object = None) -> Exception:
+    """The DRF exception the API answers for a store or database error; any other ``exc`` as it is.
+
+    ``session_id`` (the URL's, if any) goes into the log line of a stored
+    record that does not decode.
+    """
+    if isinstance(exc, NotFound):
+        return exceptions.NotFound()
+    if isinstance(exc, OutOfScope):
+        return exceptions.PermissionDenied({"session_id": [NOT_YOUR_SESSION]})
+    if isinstance(exc, ConflictError):
+        return Conflict()
+    if isinstance(exc, SerializationError):
+        logger.error(
+            "session API: the stored session %s does not decode: %s",
             session_id,
-            action,
-            user.get_username(),
-            user.pk,
-            extra={"session_id": str(session_id), "user_id": user.pk, "action": action},
+            exc,
+            extra={"session_id": session_id},
+            exc_info=exc,
         )
+        return StoredDataUnreadable()
+    if isinstance(exc, (BackendError, DatabaseError)):
+        logger.error("session API: database unavailable: %s", exc)
+        return ServiceUnavailable()
+    return exc
+
+
+def foreign_agents(records: list[SessionRecord], agents: tuple[int, ...] | None) -> Exception | None:
+    """A bulk save's 403 naming each record for an agent outside ``agents``; ``None`` if there is none."""
+    if agents is None:
+        return None
+    refused = {
+        str(index): {"agent_id": [NOT_YOUR_AGENT.format(agent_id=record.agent_id)]}
+        for index, record in enumerate(records)
+        if record.agent_id not in agents
+    }
+    return exceptions.PermissionDenied({"sessions": refused}) if refused else None
+
+
+def foreign_sessions(records: list[SessionRecord], exc: OutOfScope) -> Exception:
+    """A bulk save's 403 naming each record whose id is stored under an agent the key may not act for."""
+    foreign = set(exc.session_ids)
+    return exceptions.PermissionDenied(
+        {
+            "sessions": {
+                str(index): {"session_id": [NOT_YOUR_SESSION]}
+                for index, record in enumerate(records)
+                if bytes(record.session_id) in foreign
+            }
+        }
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -632,24 +555,3 @@ def _compact_json(renderer: JSONRenderer, data: Any, media_type: str | None) -> 
     if b"\xe2\x80\xa8" in content or b"\xe2\x80\xa9" in content:
         return None
     return content
-
-
-async def _rendered(response: HttpResponseBase) -> HttpResponseBase:
-    """The response rendered, as a plain ``HttpResponse`` Django sends without a thread hop.
-
-    Django renders a response that has ``render()`` (DRF's does) in a
-    worker thread. JSON renders in the loop here; any other renderer (the
-    browsable API's, which may query the database) in a thread. Template
-    response middleware therefore does not see these responses.
-    """
-    if not isinstance(response, Response):
-        return response
-    if isinstance(getattr(response, "accepted_renderer", None), JSONRenderer):
-        response.render()
-    else:
-        await sync_to_async(response.render)()
-    plain = HttpResponse(response.content, status=response.status_code, headers=response.headers)
-    if "Content-Type" not in response.headers:  # DRF drops it for an empty body (a 204)
-        del plain["Content-Type"]
-    plain.cookies = response.cookies
-    return plain

@@ -135,12 +135,17 @@ class DjangoSessionStore(SessionStore):
 
     # -- batches -----------------------------------------------------------
 
-    @timed_async("save_many")
     async def save_many(self, records: Iterable[SessionRecord]) -> None:
+        await self.save_many_counted(records)
+
+    @timed_async("save_many")
+    async def save_many_counted(self, records: Iterable[SessionRecord]) -> int:
+        """``save_many`` that returns how many distinct ids it saved (as the sync store's ``save_many``)."""
         unique = dedupe_last_wins(check_in_scope(check_record(record), self.agents) for record in records)
         if unique:
             path, sql = self._bound or self._bind()
             await path.in_transaction(*sql.scoped_save_batches(unique, self.agents))
+        return len(unique)
 
     @timed_async("load_many")
     async def load_many(self, session_ids: Iterable[SessionId]) -> dict[SessionId, SessionRecord]:
@@ -150,12 +155,17 @@ class DjangoSessionStore(SessionStore):
         path, sql = self._bound or self._bind()
         return records_by_id(await path.fetchall(sql.load_batches(wanted, self.agents)))
 
-    @timed_async("delete_many")
     async def delete_many(self, session_ids: Iterable[SessionId]) -> None:
+        await self.delete_many_counted(session_ids)
+
+    @timed_async("delete_many")
+    async def delete_many_counted(self, session_ids: Iterable[SessionId]) -> int:
+        """``delete_many`` that returns how many of the ids existed (as the sync store's ``delete_many``)."""
         doomed = unique_ids(session_ids)
-        if doomed:
-            path, sql = self._bound or self._bind()
-            await path.in_transaction(sql.delete_batches(doomed, self.agents))
+        if not doomed:
+            return 0
+        path, sql = self._bound or self._bind()
+        return await path.in_transaction(sql.delete_batches(doomed, self.agents))
 
     @timed_async("purge")
     async def purge_before(self, cutoff_ns: int, *, batch_size: int = PURGE_BATCH_SIZE) -> int:
