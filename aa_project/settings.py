@@ -235,9 +235,10 @@ REST_FRAMEWORK = {
     # (the browsable API's form is still accepted): clients generated from
     # the schema (openapi-python-client) then import and work unedited.
     "DEFAULT_SCHEMA_CLASS": "sessions_app.api.schema.JSONRequestBodiesAutoSchema",
+    # DRF's anon and user throttles, counting in O(1) per request (sessions_app.api.throttling).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "sessions_app.api.throttling.AnonRateThrottle",
+        "sessions_app.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("API_THROTTLE_ANON", "60/minute"),

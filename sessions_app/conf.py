@@ -65,9 +65,10 @@ DEFAULTS: dict[str, Any] = {
     "PAGE_SIZE": 100,
     "MAX_PAGE_SIZE": 1000,
     "PERMISSION_CLASSES": ["sessions_app.api.permissions.ExecutionSessionPermissions"],
+    # DRF's AnonRateThrottle and UserRateThrottle, with counters (api/throttling.py).
     "THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "sessions_app.api.throttling.AnonRateThrottle",
+        "sessions_app.api.throttling.UserRateThrottle",
     ],
 }
 
