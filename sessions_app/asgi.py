@@ -334,7 +334,10 @@ def _resolved(path: str) -> tuple[type[Any], dict[str, str]] | None:
     cls = getattr(match.func, "cls", None)
     if cls is not ExecutionSessionViewSet:
         return None
-    return cls, dict(getattr(match.func, "actions", {}) or {})
+    actions = dict(getattr(match.func, "actions", {}) or {})
+    if actions.get("head") == actions.get("get"):
+        actions.pop("head", None)  # DRF's view adds it to its mapping on its first call
+    return cls, actions
 
 
 def _adapts(path: str) -> bool:
@@ -457,14 +460,14 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
     keep = Handoff(receive)
     headers = _headers(scope)
     if headers is None or headers.get(b"accept") not in JSON_ACCEPTS:
-        return keep
+        return handed(keep, "a cookie, a repeated header, or another Accept")
     secure = _is_secure(plan, scope, headers)
     if (plan.ssl_redirect and not secure) or not _host_allowed(plan, headers.get(b"host")):
-        return keep
+        return handed(keep, "TLS redirect or host not allowed")
     client = scope.get("client")
     authorization = headers.get(b"authorization")
     if not client or authorization is None:
-        return keep
+        return handed(keep, "no client address or no credential")
     meta = {"REMOTE_ADDR": client[0]}
     readable = {}
     if b"x-forwarded-for" in headers:
@@ -473,34 +476,35 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
         )
     request = _Request(meta, readable, scope["method"])
     if plan.failures.wait_for(request) is not None:  # type: ignore[arg-type]
-        return keep  # Django answers the 429
-    credential = _credential(plan, authorization.decode("latin-1"))
+        return handed(keep, "the address is refused for failed authentications")  # Django answers the 429
+    generation = auth_cache.current_generation()
+    credential = _credential(plan, authorization.decode("latin-1"), generation)
     if credential is None:
-        return keep
+        return handed(keep, "the credential is not kept here (or would be refused)")
     request.user, request.auth = credential
     method = ExecutionSessionPermissions.action_methods.get(call.action, scope["method"])
-    if not _permitted(request.user, request.auth, method):
-        return keep
+    if not _permitted(request.user, request.auth, method, generation):
+        return handed(keep, "the permission is not kept here (or would be refused)")
     agents = request.auth.agent_ids if isinstance(request.auth, AgentGrant) else None
     admitted = Admitted(call, request.user, agents, secure)
 
     if scope["method"] in ("PUT", "POST"):
         if headers.get(b"content-type", b"").lower() not in JSON_TYPES:
-            return keep
+            return handed(keep, "not a JSON body")
         body, replay = await _read_body(plan, receive)
         if body is None:
-            return Handoff(replay)
+            return handed(Handoff(replay), "a body past DATA_UPLOAD_MAX_MEMORY_SIZE, or the client left")
         keep = Handoff(replay)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return keep
+            return handed(keep, "the body is not JSON orjson reads")
         try:
             _take_body(admitted, data)
         except (TypeError, ValueError, KeyError, exceptions.ValidationError):
-            return keep
+            return handed(keep, "the body is not in its common form")
         if not _in_scope(admitted):
-            return keep
+            return handed(keep, "a write outside the key's agents")
 
     # The commit point: DRF's check_throttles, each throttle asked and counting.
     view = ExecutionSessionViewSet(action=call.action)
@@ -513,6 +517,12 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
         known = [wait for wait in waits if wait is not None]
         admitted.throttled = exceptions.Throttled(max(known) if known else None)
     return admitted
+
+
+def handed(handoff: Handoff, reason: str) -> Handoff:
+    """``handoff``, with why at DEBUG (``sessions_app.asgi``): to see what the edge leaves to Django."""
+    logger.debug("to Django: %s", reason)
+    return handoff
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes] | None:
@@ -546,20 +556,20 @@ def _host_allowed(plan: Plan, host: bytes | None) -> bool:
     return bool(domain) and validate_host(domain, plan.allowed_hosts)
 
 
-def _credential(plan: Plan, header: str) -> tuple[Any, Any] | None:
+def _credential(plan: Plan, header: str, generation: object) -> tuple[Any, Any] | None:
     """The user and auth of a kept, valid credential, as the authentication classes would answer."""
     keyword, space, key = header.partition(" ")
     if not (space and key and key.isascii() and key.isprintable() and " " not in key):
         return None
     keyword = keyword.lower()
     if keyword == CachedTokenAuthentication.keyword.lower() and plan.token:
-        answer = auth_cache.kept("token", (key,))
+        answer = auth_cache.kept("token", (key,), generation)
         return answer  # type: ignore[no-any-return]
     if keyword == AgentKeyAuthentication.keyword.lower() and plan.api_key:
         prefix, dot, _secret = key.partition(".")
         if not (dot and prefix.isalnum() and len(prefix) <= 8):
             return None
-        grant = auth_cache.kept("agent-key", (key,))
+        grant = auth_cache.kept("agent-key", (key,), generation)
         if not isinstance(grant, AgentGrant) or not use_is_noted(grant):
             return None  # unknown here, or its last_used is due: Django writes it
         if grant.expires_at is not None and grant.expires_at <= time.time():
@@ -568,13 +578,14 @@ def _credential(plan: Plan, header: str) -> tuple[Any, Any] | None:
     return None
 
 
-def _permitted(user: Any, auth: Any, method: str | None) -> bool:
+def _permitted(user: Any, auth: Any, method: str | None, generation: object) -> bool:
     """``ExecutionSessionPermissions.has_permission``, from its kept answer (``None``: not kept)."""
     if isinstance(auth, AgentGrant):
         return ExecutionSessionViewSet.agent_scoped and SCOPE_FOR_METHOD.get(method or "", "") in auth.scopes
     answer = auth_cache.kept(
         "perms",
         ExecutionSessionPermissions.answer_key(ExecutionSessionPermissions, user, method, ExecutionSession),
+        generation,
     )
     return answer is True
 

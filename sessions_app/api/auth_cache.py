@@ -93,24 +93,30 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
     return value
 
 
-def kept(kind: str, parts: tuple[object, ...]) -> Any:
-    """The answer ``cached`` would give without computing, or ``None`` when it would have to compute.
+def current_generation() -> object:
+    """The generation the cache holds now (``None``: unset, the cache down, or the memory off).
 
-    No database, no side effect: ``sessions_app.asgi`` asks this and hands
-    the request to Django (which computes and keeps the answer) on ``None``.
+    Read once per request by ``sessions_app.asgi``, for every ``kept`` answer it asks.
     """
     if not app_settings.AUTH_CACHE_TIMEOUT:
         return None
-    entry = _answers.get((kind, parts))
-    if entry is None:
-        return None
     try:
-        generation = cache_for(app_settings.AUTH_CACHE_ALIAS).get(GENERATION_KEY)
+        return cache_for(app_settings.AUTH_CACHE_ALIAS).get(GENERATION_KEY)
     except Exception:
         return None  # the cache is down: cached() notes the outage when Django asks
-    if entry[0] == generation and time.time() < entry[1]:
-        return entry[2]
-    return None
+
+
+def kept(kind: str, parts: tuple[object, ...], generation: object) -> Any:
+    """The answer ``cached`` would give without computing, or ``None`` when it would have to compute.
+
+    ``generation`` is ``current_generation()``. No database, no side effect:
+    ``sessions_app.asgi`` hands the request to Django (which computes and
+    keeps the answer) on ``None``.
+    """
+    entry = _answers.get((kind, parts))
+    if entry is None or generation is None or entry[0] != generation or time.time() >= entry[1]:
+        return None
+    return entry[2]
 
 
 def _remember(name: tuple[str, tuple[object, ...]], entry: tuple[str, float, Any]) -> None:

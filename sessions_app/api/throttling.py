@@ -166,9 +166,11 @@ class SlidingWindowMixin:
         if previous * (1 - offset / self.duration) + current >= self.num_requests:
             self._counts = (previous, current, offset)
             return False
-        # Twice the window: the count is still there as the next window's "previous".
-        self.cache.add(current_key, 0, self.duration * 2)
-        self.cache.incr(current_key)
+        if not current:
+            # Twice the window: the count is still there as the next window's "previous".
+            self.cache.add(current_key, 0, self.duration * 2)
+        if self.cache.incr(current_key) is None:  # gone meanwhile (expired, evicted): counted anew
+            self.cache.add(current_key, 1, self.duration * 2)
         return True
 
     def wait(self) -> float:
