@@ -332,3 +332,25 @@ def test_the_edge_serves_the_hot_calls_of_kept_credentials(world):
     assert django_app.calls == handed + 1
     assert run(send(edge, read))[0] == 404
     assert django_app.calls == handed + 1
+
+
+def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_line(world, caplog):
+    from .test_store_failures import plant_undecodable_row
+
+    credentials, edge, django_app, run = world
+    plant_undecodable_row(S1)
+    read = {"method": "GET", "path": f"/api/sessions/{S1}/", "body": b"",
+            "headers": {"Authorization": credentials["operator"]}}  # fmt: skip
+    through_django = run(send(django_app, read))  # (its answers are kept: the next goes through the edge)
+    handed = django_app.calls
+    caplog.clear()
+    through_edge = run(send(edge, read))
+    assert django_app.calls == handed  # the edge answered
+    assert through_edge == through_django
+    assert through_edge[:2] == (
+        500,
+        {"detail": "A stored session does not decode; an operator has been told."},
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"session API: the stored session {S1} does not decode: agent_id")
