@@ -353,4 +353,5 @@ def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_line(world, c
     )
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1, errors
-    assert errors[0].startswith(f"session API: the stored session {S1} does not decode: agent_id")
+    assert errors[0].startswith(f"session API: the stored session {S1} does not decode: ")
+    assert "agent_id must be an integer" in errors[0]
