@@ -23,9 +23,12 @@ It keeps what psycopg_pool gives that this path needs:
   them all) and runs again on a new connection: no burst of failures after
   a restart. A call made while the server is down fails with
   ``BackendError`` as soon as the new connection is refused. A write that
-  answers (the upsert telling created from replaced) takes its answer
-  before it commits, so the retry cannot answer for a row the lost attempt
-  wrote: that costs it one round trip more (the ``COMMIT``);
+  answers (the upsert telling created from replaced) is not run again once
+  it was sent: its connection lost mid-call, it may have committed with its
+  answer lost, and a second run would answer "replaced" for the row the
+  first created; it fails with ``BackendError`` instead (the outcome
+  unknown, as for any call whose answer was lost), never with a wrong
+  answer. A connection that died before the call is found at lending;
 - lifecycle: a pool belongs to one event loop and is closed, server-side,
   when ``asyncio.run()`` shuts that loop down (an async generator the loop
   finalises), by ``aclose()``, and at interpreter exit. In a child made by
@@ -335,8 +338,13 @@ class PostgresPath:
         self._pools[loop] = pool
         return pool
 
-    async def run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """``work(connection)`` on a pooled connection; retried on a dead connection or a deadlock."""
+    async def run(self, work: Callable[[Connection], Awaitable[T]], *, resend: bool = True) -> T:
+        """``work(connection)`` on a pooled connection; retried on a dead connection or a deadlock.
+
+        ``resend=False``: not after its connection died during the call (the
+        work may have been done); a deadlock or serialization failure, which
+        the server rolled back, is retried all the same.
+        """
         pool = await self._pool()
         attempt = 0
         while True:
@@ -356,7 +364,8 @@ class PostgresPath:
                 # idle timeout): so, probably, every idle one. Start afresh.
                 logger.info("%s: a pooled connection was dead (%s); reconnecting", self.where, failure)
                 pool.drop_idle()
-                continue
+                if resend:
+                    continue
             if is_transient(failure) and attempt < TRANSIENT_RETRIES:
                 logger.info("%s: retrying after a transient error: %s", self.where, failure)
                 continue
@@ -368,15 +377,9 @@ class PostgresPath:
     async def fetchone(self, statement: Statement) -> Row | None:
         if _reads_only(statement):
             return await self.run(lambda conn: _fetchone(conn, statement))
-        # A write that answers (the upsert reporting whether it created): the
-        # answer is taken before the write commits, so a connection lost on
-        # the way cannot make the retry answer for a row the first attempt
-        # wrote. Lost before the answer: nothing was committed, and the
-        # retry's answer is right. Lost during the COMMIT: the first answer
-        # is, and the retry (idempotent) makes sure the write is there.
-        answers: list[Row | None] = []
-        row = await self.run(lambda conn: _fetchone_answered_before_commit(conn, statement, answers))
-        return answers[0] if answers else row
+        # A write that answers (the upsert reporting whether it created), in
+        # autocommit as any statement, but not sent twice (module docstring).
+        return await self.run(lambda conn: _fetchone(conn, statement), resend=False)
 
     async def fetchall(self, statements: Sequence[Statement]) -> list[Row]:
         return await self.run(lambda conn: _fetchall(conn, statements))
@@ -405,30 +408,6 @@ async def _fetchone(conn: Connection, statement: Statement) -> Row | None:
 
 def _reads_only(statement: Statement) -> bool:
     return statement[0].lstrip()[:6].upper() == "SELECT"
-
-
-async def _fetchone_answered_before_commit(
-    conn: Connection, statement: Statement, answers: list[Row | None]
-) -> Row | None:
-    """One write in a transaction; its answer is appended to ``answers`` before the COMMIT is sent.
-
-    ``BEGIN`` and the statement go in one pipeline: one round trip more
-    than in autocommit (the COMMIT), not two.
-    """
-    try:
-        async with conn.pipeline() as pipeline:
-            await conn.execute("BEGIN")
-            cursor = await conn.execute(statement[0], statement[1])
-            await pipeline.sync()
-            row = await cursor.fetchone()
-    except _PG_ERRORS:  # (cancelled: the pool drops a connection left in a transaction)
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-            with contextlib.suppress(*_PG_ERRORS):
-                await conn.execute("ROLLBACK")
-        raise
-    answers.append(row)
-    await conn.execute("COMMIT")
-    return row
 
 
 async def _fetchall(conn: Connection, statements: Sequence[Statement]) -> list[Row]:
