@@ -50,9 +50,10 @@ plan is rebuilt when settings change and is plain data after ``fork()``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -183,6 +184,19 @@ class Plan:
     proxy_ssl_header: tuple[bytes, str] | None
     max_body: int | None
     failures: AuthFailureThrottle
+    hosts: dict[bytes, bool] = field(default_factory=dict)  # Host header -> allowed, a few kept
+    made: threading.local = field(default_factory=threading.local)  # this thread's throttles
+
+    def throttles(self) -> list[Any]:
+        """The throttles, made once per thread: DRF's keep state only from ``allow_request`` to ``wait``.
+
+        Both run back to back with no ``await`` between, so the requests of
+        one event loop cannot interleave there.
+        """
+        made: list[Any] | None = getattr(self.made, "throttles", None)
+        if made is None:
+            made = self.made.throttles = throttles(self.throttle_classes)
+        return made
 
     def match(self, scope: Scope) -> Call | None:
         path: str = scope["path"]
@@ -510,8 +524,8 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
     view = ExecutionSessionViewSet(action=call.action)
     waits = [
         throttle.wait()
-        for throttle in throttles(plan.throttle_classes)
-        if not throttle.allow_request(request, view)  # type: ignore[arg-type]
+        for throttle in plan.throttles()
+        if not throttle.allow_request(request, view)
     ]
     if waits:
         known = [wait for wait in waits if wait is not None]
@@ -550,10 +564,17 @@ def _is_secure(plan: Plan, scope: Scope, headers: dict[bytes, bytes]) -> bool:
 
 
 def _host_allowed(plan: Plan, host: bytes | None) -> bool:
+    """Django's ``get_host()`` check against ``ALLOWED_HOSTS``; the answers for 64 Host values kept."""
     if host is None:
         return False
-    domain, _port = split_domain_port(host.decode("latin-1"))
-    return bool(domain) and validate_host(domain, plan.allowed_hosts)
+    allowed = plan.hosts.get(host)
+    if allowed is None:
+        domain, _port = split_domain_port(host.decode("latin-1"))
+        allowed = bool(domain) and validate_host(domain, plan.allowed_hosts)
+        if len(plan.hosts) >= 64:
+            plan.hosts.clear()
+        plan.hosts[host] = allowed
+    return allowed
 
 
 def _credential(plan: Plan, header: str, generation: object) -> tuple[Any, Any] | None:
@@ -720,17 +741,22 @@ async def _run(admitted: Admitted) -> tuple[int, Any]:
 
 
 def _error(exc: Exception, call: Call) -> tuple[int, Any, tuple[tuple[bytes, bytes], ...]]:
-    """What the viewset's ``handle_exception`` answers: DRF's exception handler, rendered as DRF does."""
+    """What the viewset's ``handle_exception`` answers, rendered as DRF renders it.
+
+    DRF's ``exception_handler`` (the plan requires it) less its
+    ``set_rollback()``: no atomic block of Django's is open here, and
+    looking for one builds every database connection wrapper of the
+    request context, a large part of a 404's cost.
+    """
     session_id = None if call.session_id is None else str(call.session_id)
     error = api_error(exc, session_id)
-    response = exception_handler(error, {}) if isinstance(error, exceptions.APIException) else None
-    if response is None:
+    if not isinstance(error, exceptions.APIException):
         logger.error("SessionsEdge: %s failed", call.action, exc_info=exc)
         return 500, {"detail": "A server error occurred."}, ()
-    body = JSONRenderer().render(response.data, "application/json", {})
-    extra = tuple(
-        (name.lower().encode("latin-1"), str(value).encode("latin-1"))
-        for name, value in response.headers.items()
-        if name.lower() != "content-type"
-    )
-    return response.status_code, body, extra
+    headers: list[tuple[bytes, bytes]] = []
+    if getattr(error, "auth_header", None):
+        headers.append((b"www-authenticate", str(error.auth_header).encode("latin-1")))  # type: ignore[attr-defined]
+    if getattr(error, "wait", None):
+        headers.append((b"retry-after", b"%d" % error.wait))  # type: ignore[attr-defined]
+    data = error.detail if isinstance(error.detail, (list, dict)) else {"detail": error.detail}
+    return error.status_code, JSONRenderer().render(data, "application/json", {}), tuple(headers)
