@@ -7,9 +7,9 @@ median of the ratios within each repetition) at 32 connections for
 bare async Django view returning the same record as JSON
 (``benchmarks/urls.py``), served by the same server in the same run; once
 with one uvicorn worker and once with two. The server is the host project's
-``aa_project.asgi``, so the API's detail route runs on the event loop
-(``SESSIONS_APP["ASYNC_DETAIL_VIEW"]``); throttling is off here (DRF's
-throttles keep every request's time in the cache, a cost of their own). Every load is bounded by wrk's
+``aa_project.asgi``, so the API's detail calls are answered by
+``SessionsEdge`` ahead of Django; throttling is off here (the bare view has
+none; ``benchmarks/edge_bench.py`` measures with it on). Every load is bounded by wrk's
 ``--duration``; only 127.0.0.1 is targeted.
 """
 

@@ -24,7 +24,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "timeout": 20,
     }
 SESSIONS_APP = {
-    **SESSIONS_APP,  # ASYNC_DETAIL_VIEW as the host project sets it: on under asgi.py
+    **SESSIONS_APP,
     "POOL_SIZE": int(os.environ.get("BENCH_POOL_SIZE", "16")),
     "THROTTLE_CLASSES": [],
 }
