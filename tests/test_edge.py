@@ -355,3 +355,45 @@ def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_line(world, c
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"session API: the stored session {S1} does not decode: ")
     assert "agent_id must be an integer" in errors[0]
+
+
+BULK_CASES = [
+    ("post", "/api/sessions/bulk-load/", {"session_ids": [str(S1)]}, {"view"}, (200, (3, 3))),
+    ("post", "/api/sessions/bulk-save/", {"sessions": [{"session_id": str(S1), "agent_id": 1,
+                                                        "started_at_ns": 1}]}, {"add", "change"}, (200, (1, 1))),
+    ("post", "/api/sessions/bulk-delete/", {"session_ids": [str(S1)]}, {"delete"}, (200, None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "holds", [("view",), ("add", "change"), ("delete",), ("view", "add", "change", "delete"), ()]
+)
+def test_the_permission_matrix_through_the_edge(world, make_user, holds):
+    """``test_api``'s matrix and the bulk calls, each sent twice: Django keeps its answers, the edge serves.
+
+    A call the user may make is answered by the edge the second time; a
+    refused one is handed to Django each time (its 403 is Django's).
+    """
+    from .test_api import PERMISSION_CASES
+
+    _, edge, django_app, run = world
+    token = "Token " + Token.objects.create(user=make_user(*holds, username="holds-" + "-".join(holds))).key
+    for method, path, body, needs, (status, after) in [*PERMISSION_CASES, *BULK_CASES]:
+        request = {"method": method.upper(), "path": path,
+                   "body": b"" if body is None else json.dumps(body).encode(),
+                   "headers": {"Authorization": token, "Content-Type": "application/json"}}  # fmt: skip
+        answers = []
+        for app in (django_app, edge):
+            ExecutionSession.objects.all().delete()
+            ExecutionSession.objects.create(session_id=S1, agent_id=3, started_at_ns=3)
+            before = django_app.calls
+            answers.append(run(send(app, request))[0])
+            row = ExecutionSession.objects.filter(pk=S1).values_list("agent_id", "started_at_ns").first()
+            allowed = needs <= set(holds)
+            assert row == (after if allowed else (3, 3)), (method, path, holds)
+            if app is edge:
+                hot = (
+                    request["method"] in ("GET", "PUT", "DELETE") and path != "/api/sessions/"
+                ) or "bulk" in path
+                assert (django_app.calls == before) == (allowed and hot), (method, path, holds)
+        assert answers == [status if allowed else 403] * 2, (method, path, holds)
