@@ -357,12 +357,12 @@ def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_line(world, c
     assert "agent_id must be an integer" in errors[0]
 
 
+SAVED = {"sessions": [{"session_id": str(S1), "agent_id": 1, "started_at_ns": 1}]}
 BULK_CASES = [
     ("post", "/api/sessions/bulk-load/", {"session_ids": [str(S1)]}, {"view"}, (200, (3, 3))),
-    ("post", "/api/sessions/bulk-save/", {"sessions": [{"session_id": str(S1), "agent_id": 1,
-                                                        "started_at_ns": 1}]}, {"add", "change"}, (200, (1, 1))),
+    ("post", "/api/sessions/bulk-save/", SAVED, {"add", "change"}, (200, (1, 1))),
     ("post", "/api/sessions/bulk-delete/", {"session_ids": [str(S1)]}, {"delete"}, (200, None)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
