@@ -9,6 +9,8 @@ Everything that differs between machines comes from the environment:
   ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
 - ``DJANGO_REDIS_URL``: the cache in Redis (shared by worker processes).
 - ``DJANGO_NUM_PROXIES``: proxies in front that append to X-Forwarded-For.
+- ``DJANGO_DB_PREPARE_THRESHOLD``: PostgreSQL prepared statements after this
+  many uses (5); empty turns them off (PgBouncer in transaction mode).
 
 The defaults are safe for local development only: debug on, a development
 secret key, loopback hosts.
@@ -138,7 +140,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
     DATABASES["default"].setdefault("TEST", {}).update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_bin"})
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": 20, "timeout": 10}
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["pool"] = {"min_size": 2, "max_size": 20, "timeout": 10}
+    # Server-side prepared statements after five uses (psycopg's own default),
+    # for Django's connections and the store's native path: right for a
+    # direct connection. Behind PgBouncer in transaction mode set
+    # DJANGO_DB_PREPARE_THRESHOLD to "" (off): there a statement prepared on
+    # one server connection is missing on the next (docs/deployment.md).
+    # A prepare_threshold in DATABASE_URL's query wins.
+    _threshold = os.environ.get("DJANGO_DB_PREPARE_THRESHOLD", "5").strip()
+    _options.setdefault("prepare_threshold", int(_threshold) if _threshold else None)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Separate connections (the store's, the test client's) need a file,
     # not a private in-memory database, to see each other's rows; WAL lets
