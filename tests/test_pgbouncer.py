@@ -105,7 +105,10 @@ def pgbouncer_port(django_db_setup, django_db_blocker) -> Iterator[int]:
 def bouncer_alias(pgbouncer_port) -> Iterator[str]:
     """An alias for the test database through PgBouncer, with OPTIONS as the README documents them."""
     alias = "through_pgbouncer"
-    connections.settings[alias] = loopback_settings(pgbouncer_port)
+    configured = loopback_settings(pgbouncer_port)
+    # As deployment.md says behind PgBouncer: no prepare_threshold (the host's 5 is for a direct line).
+    configured["OPTIONS"] = {k: v for k, v in configured["OPTIONS"].items() if k != "prepare_threshold"}
+    connections.settings[alias] = configured
     yield alias
     del connections.settings[alias]
 
