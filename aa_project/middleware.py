@@ -74,6 +74,9 @@ class _InLoop(MiddlewareMixin):
     # Set on each class in_loop builds.
     response_blocks: Blocks | None = None
     loop_allowed: Callable[[], bool] | None = None
+    # Django's hooks, unchanged: what they do to an API answer, sessions_app.asgi.SessionsEdge
+    # does too (it runs the header middleware's process_response to learn their headers).
+    edge_transparent = True
 
     def __init__(self, get_response: Any) -> None:
         super().__init__(get_response)

@@ -142,9 +142,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["pool"] = {"min_size": 2, "max_size": 20, "timeout": 10}
-    # Server-side prepared statements after five uses (psycopg's own default),
-    # for Django's connections and the store's native path: right for a
-    # direct connection. Behind PgBouncer in transaction mode set
+    # Server-side prepared statements after five uses (psycopg's own default)
+    # on the store's native path (Django's own cursors bind on the client and
+    # prepare nothing): right for a direct connection. Behind PgBouncer in
+    # transaction mode set
     # DJANGO_DB_PREPARE_THRESHOLD to "" (off): there a statement prepared on
     # one server connection is missing on the next (docs/deployment.md).
     # A prepare_threshold in DATABASE_URL's query wins.

@@ -49,19 +49,26 @@ plan is rebuilt when settings change and is plain data after ``fork()``.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.core.handlers.exception import response_for_exception
 from django.core.signals import setting_changed
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+from django.utils.log import log_response
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
@@ -94,6 +101,8 @@ from .api.views import (
 from .caching import cache_for, in_process
 from .conf import app_settings
 from .models import ExecutionSession
+from .storage.db import DjangoSessionStore
+from .storage.db.portable import ThreadedPath
 from .storage.errors import OutOfScope
 from .storage.types import AGENT_ID_MAX, STARTED_AT_NS_MAX, SessionId, SessionRecord
 
@@ -104,6 +113,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = tuple[tuple[bytes, bytes], ...]
 
 #: The viewset's action for each call this layer answers, by method (detail route) or path (bulk).
 DETAIL_ACTIONS = {"GET": "retrieve", "PUT": "update", "DELETE": "destroy"}
@@ -156,7 +166,7 @@ class SessionsEdge:
             if admitted.receive is not None:
                 await self.app(scope, admitted.receive, send)
             return None  # None: the client went away while its body was read
-        await answer(plan, admitted, send)
+        await answer(plan, admitted, scope, send)
         return None
 
     def plan(self) -> Plan | None:
@@ -239,10 +249,13 @@ def make_plan(namespace: str) -> Plan | None:
     try:
         return _plan(namespace)
     except _StandAside as reason:
-        if str(reason) not in _warned:
-            _warned.add(str(reason))
-            logger.warning("SessionsEdge: every request goes to Django: %s", reason)
-        return None
+        why = str(reason)
+    except Exception as exc:  # a configuration Django itself will report on its own routes
+        why = f"the plan could not be made: {exc!r}"
+    if why not in _warned:
+        _warned.add(why)
+        logger.warning("SessionsEdge: every request goes to Django: %s", why)
+    return None
 
 
 class _StandAside(Exception):
@@ -355,24 +368,15 @@ def _resolved(path: str) -> tuple[type[Any], dict[str, str]] | None:
 
 
 def _adapts(path: str) -> bool:
-    """Whether the middleware at ``path`` says it leaves API answers alone, or adapts a transparent one.
+    """Whether the middleware at ``path`` declares it leaves API answers alone (``edge_transparent = True``).
 
-    A middleware class declares it with ``edge_transparent = True``.
+    Not any subclass of a transparent one: a subclass may add a header or answer itself.
     """
     try:
         middleware = import_string(path)
     except ImportError:
         return False
-    if getattr(middleware, "edge_transparent", False):
-        return True
-    for known in TRANSPARENT_MIDDLEWARE:
-        try:
-            base = import_string(known)
-        except ImportError:
-            continue
-        if isinstance(middleware, type) and issubclass(middleware, base):
-            return True
-    return False
+    return getattr(middleware, "edge_transparent", False) is True
 
 
 def _first_taker(authenticators: list[type[Any]], wanted: type[Any]) -> bool:
@@ -418,7 +422,9 @@ def _middleware_headers(*, secure: bool) -> tuple[tuple[bytes, bytes], ...]:
     request = _Probe(secure=secure)
     for path in reversed(settings.MIDDLEWARE):  # process_response runs in reverse order
         middleware = import_string(path)
-        if any(issubclass(middleware, import_string(known)) for known in HEADER_MIDDLEWARE):
+        if isinstance(middleware, type) and any(
+            issubclass(middleware, import_string(known)) for known in HEADER_MIDDLEWARE
+        ):
             middleware(lambda request: response).process_response(request, response)
     return tuple(
         (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -482,6 +488,27 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
     authorization = headers.get(b"authorization")
     if not client or authorization is None:
         return handed(keep, "no client address or no credential")
+    data: Any = None
+    if scope["method"] in ("PUT", "POST"):
+        # The body first, as Django reads it before any check runs: a
+        # credential revoked while it arrives is refused, as there.
+        if headers.get(b"content-type", b"").lower() not in JSON_TYPES:
+            return handed(keep, "not a JSON body")
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit() or (plan.max_body is not None and int(length) > plan.max_body):
+            # DRF reads no body without Content-Length (chunked, HTTP/2);
+            # past DATA_UPLOAD_MAX_MEMORY_SIZE Django answers 400.
+            return handed(keep, "no Content-Length, or a body past DATA_UPLOAD_MAX_MEMORY_SIZE")
+        body, replay = await _read_body(receive, int(length))
+        if replay is None:
+            return Handoff(None)  # the client went away
+        keep = Handoff(replay)
+        if body is None:
+            return handed(keep, "a body longer or shorter than its Content-Length")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return handed(keep, "the body is not JSON orjson reads")
     meta = {"REMOTE_ADDR": client[0]}
     readable = {}
     if b"x-forwarded-for" in headers:
@@ -503,16 +530,6 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
     admitted = Admitted(call, request.user, agents, secure)
 
     if scope["method"] in ("PUT", "POST"):
-        if headers.get(b"content-type", b"").lower() not in JSON_TYPES:
-            return handed(keep, "not a JSON body")
-        body, replay = await _read_body(plan, receive)
-        if body is None:
-            return handed(Handoff(replay), "a body past DATA_UPLOAD_MAX_MEMORY_SIZE, or the client left")
-        keep = Handoff(replay)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return handed(keep, "the body is not JSON orjson reads")
         try:
             _take_body(admitted, data)
         except (TypeError, ValueError, KeyError, exceptions.ValidationError):
@@ -522,11 +539,7 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
 
     # The commit point: DRF's check_throttles, each throttle asked and counting.
     view = ExecutionSessionViewSet(action=call.action)
-    waits = [
-        throttle.wait()
-        for throttle in plan.throttles()
-        if not throttle.allow_request(request, view)
-    ]
+    waits = [throttle.wait() for throttle in plan.throttles() if not throttle.allow_request(request, view)]
     if waits:
         known = [wait for wait in waits if wait is not None]
         admitted.throttled = exceptions.Throttled(max(known) if known else None)
@@ -611,8 +624,12 @@ def _permitted(user: Any, auth: Any, method: str | None, generation: object) -> 
     return answer is True
 
 
-async def _read_body(plan: Plan, receive: Receive) -> tuple[bytes | None, Receive | None]:
-    """The whole body, and a ``receive`` that replays it; ``None`` past ``max_body`` or a disconnect."""
+async def _read_body(receive: Receive, length: int) -> tuple[bytes | None, Receive | None]:
+    """The body if it is ``length`` bytes, and a ``receive`` that replays what was read.
+
+    ``(None, replay)``: more or fewer bytes came than ``length`` said (what
+    was read is replayed for Django). ``(None, None)``: the client left.
+    """
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -624,10 +641,10 @@ async def _read_body(plan: Plan, receive: Receive) -> tuple[bytes | None, Receiv
         chunks.append(chunk)
         size += len(chunk)
         more = bool(message.get("more_body"))
-        if more and plan.max_body is not None and size > plan.max_body:
+        if more and size > length:
             return None, _replay(chunks, receive, more=True)
     body = b"".join(chunks)
-    return body, _replay([body], receive, more=False)
+    return (body if size == length else None), _replay([body], receive, more=False)
 
 
 def _replay(chunks: list[bytes], receive: Receive, *, more: bool) -> Receive:
@@ -681,18 +698,28 @@ def _in_scope(admitted: Admitted) -> bool:
 # -- answering -------------------------------------------------------------------
 
 
-async def answer(plan: Plan, admitted: Admitted, send: Send) -> None:
-    """Run the call on the store's native path and send what the viewset would answer."""
+async def answer(plan: Plan, admitted: Admitted, scope: Scope, send: Send) -> None:
+    """Run the call on the store's native path and send what the viewset would answer.
+
+    An answer of 400 or more is logged on ``django.request`` as Django's
+    handler logs it (a WARNING, an ERROR from 500). An exception the
+    viewset would not have turned into an answer (a bug) gets Django's own
+    500: ``handler500``, its log line and ``got_request_exception``.
+    """
     call = admitted.call
     extra: tuple[tuple[bytes, bytes], ...] = ()
+    security = plan.https_headers if admitted.secure else plan.http_headers
     try:
         if admitted.throttled is not None:
             raise admitted.throttled
         status, data = await _run(admitted)
     except Exception as exc:
-        status, data, extra = _error(exc, call)
+        error = api_error(exc, None if call.session_id is None else str(call.session_id))
+        if not isinstance(error, exceptions.APIException):
+            await _send_django_500(scope, exc, security, send)
+            return
+        status, data, extra = _error(error)
     route = plan.bulk_headers if call.session_id is None else plan.detail_headers
-    security = plan.https_headers if admitted.secure else plan.http_headers
     if data is None:
         body = b""
         headers = [(b"content-length", b"0"), *route, *security, *extra]
@@ -701,12 +728,45 @@ async def answer(plan: Plan, admitted: Admitted, send: Send) -> None:
         headers = [JSON_HEADER, (b"content-length", b"%d" % len(body)), *route, *security, *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    if status >= 400:
+        log_response(
+            "%s: %s",
+            HTTPStatus(status).phrase,
+            scope["path"],
+            response=HttpResponse(status=status),
+            request=ASGIRequest(scope, io.BytesIO()),
+        )
+
+
+async def _send_django_500(scope: Scope, exc: Exception, security: Headers, send: Send) -> None:
+    request = ASGIRequest(scope, io.BytesIO())
+    response = await sync_to_async(response_for_exception)(request, exc)
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+    present = {name for name, _ in headers}
+    headers += [(name, value) for name, value in security if name not in present]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.content})
 
 
 async def _run(admitted: Admitted) -> tuple[int, Any]:
+    store = _stores(app_settings.DATABASE_ALIAS, ExecutionSession, app_settings.NATIVE_ASYNC, admitted.agents)
+    if store.path_name != ThreadedPath.name:
+        return await _call(store, admitted)
+    # Django's own connection (MySQL/MariaDB, or NATIVE_ASYNC off): its
+    # lifecycle as Django's handler gives it to a request, a thread of the
+    # request's own and close_old_connections() before and after
+    # (CONN_MAX_AGE, CONN_HEALTH_CHECKS).
+    async with ThreadSensitiveContext():
+        await sync_to_async(close_old_connections)()
+        try:
+            return await _call(store, admitted)
+        finally:
+            await sync_to_async(close_old_connections)()
+
+
+async def _call(store: DjangoSessionStore, admitted: Admitted) -> tuple[int, Any]:
     call = admitted.call
     session_id = call.session_id
-    store = _stores(app_settings.DATABASE_ALIAS, ExecutionSession, app_settings.NATIVE_ASYNC, admitted.agents)
     if call.action == "retrieve":
         assert session_id is not None
         return 200, record_json(await store.load(session_id))
@@ -740,19 +800,14 @@ async def _run(admitted: Admitted) -> tuple[int, Any]:
     return 200, {"deleted": deleted}
 
 
-def _error(exc: Exception, call: Call) -> tuple[int, Any, tuple[tuple[bytes, bytes], ...]]:
-    """What the viewset's ``handle_exception`` answers, rendered as DRF renders it.
+def _error(error: exceptions.APIException) -> tuple[int, bytes, Headers]:
+    """What the viewset's ``handle_exception`` answers for ``error``, rendered as DRF renders it.
 
     DRF's ``exception_handler`` (the plan requires it) less its
     ``set_rollback()``: no atomic block of Django's is open here, and
     looking for one builds every database connection wrapper of the
     request context, a large part of a 404's cost.
     """
-    session_id = None if call.session_id is None else str(call.session_id)
-    error = api_error(exc, session_id)
-    if not isinstance(error, exceptions.APIException):
-        logger.error("SessionsEdge: %s failed", call.action, exc_info=exc)
-        return 500, {"detail": "A server error occurred."}, ()
     headers: list[tuple[bytes, bytes]] = []
     if getattr(error, "auth_header", None):
         headers.append((b"www-authenticate", str(error.auth_header).encode("latin-1")))  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,8 @@ S2 = SessionId.parse("1f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0")  # stored for agent
 S3 = SessionId.parse("2f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0")  # absent
 COMPARED_HEADERS = (
     "content-type",
+    "content-length",
+    "strict-transport-security",
     "allow",
     "www-authenticate",
     "retry-after",
@@ -100,6 +103,7 @@ def world(make_user, monkeypatch, settings) -> Iterator[Any]:
         "basic": "Basic dXNlcjpwdw==",
         "none": None,
     }
+    settings.SECURE_HSTS_SECONDS = 3600  # an https answer carries HSTS: the edge's must too
     django_app = Counting(get_asgi_application())
     loop = asyncio.new_event_loop()  # one for the test, as a server's: the store's pool lives in it
     yield credentials, SessionsEdge(django_app), django_app, loop.run_until_complete
@@ -111,16 +115,32 @@ def world(make_user, monkeypatch, settings) -> Iterator[Any]:
 
 
 async def send(app: Any, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+    """Status, body (JSON: its bytes) and the compared headers of ``request`` sent to ``app``."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    base = f"{request.get('scheme', 'http')}://testserver"
+    async with httpx.AsyncClient(transport=transport, base_url=base) as client:
         response = await client.request(
             request["method"], request["path"], content=request["body"], headers=request["headers"]
         )
     if response.headers.get("content-type", "").startswith("text/html"):
         body = "(the browsable API's page: a new CSRF token each time)"
     else:
-        body = response.json() if response.content else None
+        body = response.content
     return response.status_code, body, {name: response.headers.get(name) for name in COMPARED_HEADERS}
+
+
+def counters(pks: list[object]) -> dict[str, object]:
+    """The throttles' and the failed-authentication counts, as the cache holds them."""
+    cache = caches["default"]
+    window = int(NOW // 60)
+    keys = [f"throttle_user_{pk}:{window}" for pk in pks] + [f"throttle_anon_127.0.0.1:{window}"]
+    keys.append(throttling.AuthFailureThrottle()._key(Address(), NOW))  # type: ignore[arg-type]
+    return {key: cache.get(key) for key in keys}
+
+
+class Address:
+    META = {"REMOTE_ADDR": "127.0.0.1"}
+    headers: dict[str, str] = {}
 
 
 def rows() -> list[tuple[bytes, int, int]]:
@@ -138,13 +158,9 @@ def put_back(state: dict[str, Any], credentials: dict[str, Any]) -> None:
     for user_pk in state["user pks"]:
         key = f"throttle_user_{user_pk}:{window}"
         cache.set(key, RATE if state["throttled"] else 0, 120)
+    cache.delete(f"throttle_anon_127.0.0.1:{window}")
     failures = throttling.AuthFailureThrottle()
-
-    class Request:
-        META = {"REMOTE_ADDR": "127.0.0.1"}
-        headers: dict[str, str] = {}
-
-    cache.set(failures._key(Request(), NOW), FAILURES if state["refused"] else 0, 120)  # type: ignore[arg-type]
+    cache.set(failures._key(Address(), NOW), FAILURES if state["refused"] else 0, 120)  # type: ignore[arg-type]
 
 
 def user_pks() -> list[object]:
@@ -237,7 +253,8 @@ def requests(draw: Any, credentials: list[str]) -> dict[str, Any]:
         )
     if not draw(st.integers(0, 9)):
         path += draw(st.sampled_from(["?format=json", "?x=1"]))
-    return {"method": method, "path": path, "body": content, "headers": headers}
+    scheme = draw(st.sampled_from(["http", "https"]))
+    return {"method": method, "path": path, "body": content, "headers": headers, "scheme": scheme}
 
 
 STATES = st.fixed_dictionaries(
@@ -250,8 +267,20 @@ STATES = st.fixed_dictionaries(
 )
 
 
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("sessions_app", "django.request")):
+            self.records.append(record)
+
+
 def test_the_edge_answers_as_the_viewset(world):
     credentials, edge, django_app, run = world
+    log = Records()
+    logging.getLogger().addHandler(log)
     pks = user_pks()
     tally = {"served": 0, "handed": 0}
     answered: set[tuple[str, str, int]] = set()
@@ -281,19 +310,28 @@ def test_the_edge_answers_as_the_viewset(world):
         state = {**state, "user pks": pks}
         put_back(state, credentials)
         before = django_app.calls
+        log.records.clear()
         through_edge = run(send(edge, request))
+        logged_edge = [(r.name, r.levelname, r.getMessage()) for r in log.records]
+        counted_edge = counters(pks)
         tally["served" if django_app.calls == before else "handed"] += 1
         if django_app.calls == before:
             answered.add((request["method"], request["path"].split("/")[3][:4], through_edge[0]))
         after_edge = rows()
         put_back(state, credentials)
+        log.records.clear()
         through_django = run(send(django_app, request))
+        assert [(r.name, r.levelname, r.getMessage()) for r in log.records] == logged_edge
+        assert counters(pks) == counted_edge  # the same throttle and failure counts
         after_django = rows()
         context = (request, {str(k): v for k, v in state.items() if k != "user pks"})
         assert through_edge == through_django, context
         assert after_edge == after_django, context
 
-    compare()
+    try:
+        compare()
+    finally:
+        logging.getLogger().removeHandler(log)
     print(f"edge: {tally}, {sorted(answered)}")
     # The comparison means something only if the edge answered many requests itself.
     assert tally["served"] >= 45, tally
@@ -334,27 +372,31 @@ def test_the_edge_serves_the_hot_calls_of_kept_credentials(world):
     assert django_app.calls == handed + 1
 
 
-def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_line(world, caplog):
+def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_lines(world, caplog):
     from .test_store_failures import plant_undecodable_row
 
     credentials, edge, django_app, run = world
     plant_undecodable_row(S1)
     read = {"method": "GET", "path": f"/api/sessions/{S1}/", "body": b"",
             "headers": {"Authorization": credentials["operator"]}}  # fmt: skip
-    through_django = run(send(django_app, read))  # (its answers are kept: the next goes through the edge)
-    handed = django_app.calls
-    caplog.clear()
-    through_edge = run(send(edge, read))
-    assert django_app.calls == handed  # the edge answered
-    assert through_edge == through_django
-    assert through_edge[:2] == (
+    logged, answered = [], []
+    for app in (django_app, edge):  # Django first: its answers are kept, the edge then serves
+        caplog.clear()
+        handed = django_app.calls
+        answered.append(run(send(app, read)))
+        logged.append([(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= 30])
+    assert django_app.calls == handed  # the edge answered the second
+    assert answered[0] == answered[1]
+    assert answered[1][:2] == (
         500,
-        {"detail": "A stored session does not decode; an operator has been told."},
+        b'{"detail":"A stored session does not decode; an operator has been told."}',
     )
-    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1, errors
-    assert errors[0].startswith(f"session API: the stored session {S1} does not decode: ")
-    assert "agent_id must be an integer" in errors[0]
+    assert logged[0] == logged[1]
+    assert [(name, level) for name, level, _ in logged[1]] == [
+        ("sessions_app.api", "ERROR"),
+        ("django.request", "ERROR"),
+    ]
+    assert "agent_id must be an integer" in logged[1][0][2]
 
 
 SAVED = {"sessions": [{"session_id": str(S1), "agent_id": 1, "started_at_ns": 1}]}
@@ -397,3 +439,60 @@ def test_the_permission_matrix_through_the_edge(world, make_user, holds):
                 ) or "bulk" in path
                 assert (django_app.calls == before) == (allowed and hot), (method, path, holds)
         assert answers == [status if allowed else 403] * 2, (method, path, holds)
+
+
+async def raw(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> Any:
+    """``app`` called as a server calls it, the body in ``chunks`` (several messages), no client library."""
+    messages = [{"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1} for i, chunk in
+                enumerate(chunks)] or [{"type": "http.request", "body": b"", "more_body": False}]  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    finished = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def record(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            finished.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 40000),
+             "server": ("testserver", 80)}  # fmt: skip
+    await app(scope, receive, record)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize(
+    ("chunks", "length", "served"),
+    [
+        ([b'{"agent_id": 1, ', b'"started_at_ns": 2}'], True, True),  # two messages, Content-Length: served
+        ([b'{"agent_id": 1, ', b'"started_at_ns": 2}'], False, False),  # chunked: DRF reads no body
+        (
+            [b'{"agent_id": 1, "started_at_ns": 2, "pad": "' + b"x" * 3000 + b'"}'],
+            True,
+            False,
+        ),  # past the limit
+    ],
+)
+def test_bodies_as_a_server_delivers_them(world, settings, chunks, length, served):
+    """Several body messages, no Content-Length, a body past DATA_UPLOAD_MAX_MEMORY_SIZE: Django's answer."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
+    credentials, edge, django_app, run = world
+    headers = [(b"authorization", credentials["operator"].encode()), (b"content-type", b"application/json")]
+    if length:
+        headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+    answers = []
+    for app in (django_app, edge):
+        ExecutionSession.objects.all().delete()
+        handed = django_app.calls
+        answers.append((run(raw(app, "PUT", f"/api/sessions/{S3}/", headers, list(chunks))), rows()))
+    assert answers[0] == answers[1]
+    assert (django_app.calls == handed) == served
+    assert answers[1][0][0] == (201 if served else 400)

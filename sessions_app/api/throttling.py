@@ -135,14 +135,20 @@ class SlidingWindowMixin:
     DRF's ``SimpleRateThrottle`` keeps the time of each request in the
     window as a list in the cache, read, changed and written back whole on
     every request: at the host project's ``100000/minute`` up to 100,000
-    floats pickled twice per request, and two requests at once can each
-    write back a list without the other's time. Here a client has one
-    counter per window, added to atomically (``cache.incr``), and the rate
-    is checked over a sliding window estimated from the current window's
-    count and the previous one's, weighted by the share of it the sliding
-    window still covers (the estimate rate limiters in front of many APIs
-    use). The same rates, scopes, cache idents and ``wait()``.
-    ``benchmarks/throttle_bench.py`` measures both.
+    floats pickled twice per request (``benchmarks/throttle_bench.py``), and
+    two requests at once can each write back a list without the other's
+    time. Here a client has one counter per window; a request is counted
+    first (``cache.incr``, atomic) and takes its count back if refused, so
+    requests at once get distinct counts and no more than the rate pass.
+
+    The rate is checked over a sliding window estimated from the current
+    window's count and the previous one's, weighted by the share of the
+    previous window the sliding window still covers (the estimate many API
+    gateways use). It is exact for requests spread evenly; a burst at the
+    end of one window followed by a steady stream early in the next can
+    pass up to twice the rate in one sliding window, where DRF's list
+    would refuse. The rates, scopes and cache idents are DRF's; ``wait()``
+    is the time until the estimate falls below the rate.
     """
 
     rate: str | None
@@ -161,29 +167,32 @@ class SlidingWindowMixin:
             return True
         window, offset = divmod(self.timer(), self.duration)
         current_key = f"{key}:{int(window)}"
-        current = _count(self.cache.get(current_key, 0))
+        # Twice the window: the count is still there as the next window's "previous".
+        self.cache.add(current_key, 0, self.duration * 2)
+        current = self.cache.incr(current_key)
+        if current is None:  # the cache is down (logged once): let it through, as DRF's would
+            return True
         previous = _count(self.cache.get(f"{key}:{int(window) - 1}", 0))
-        if previous * (1 - offset / self.duration) + current >= self.num_requests:
-            self._counts = (previous, current, offset)
+        # Refused when the estimate before this request is at the rate already.
+        if previous * (1 - offset / self.duration) + current - 1 >= self.num_requests:
+            self.cache.incr(current_key, -1)  # this request is refused: not counted
+            self._counts = (previous, current - 1, offset)
             return False
-        if not current:
-            # Twice the window: the count is still there as the next window's "previous".
-            self.cache.add(current_key, 0, self.duration * 2)
-        if self.cache.incr(current_key) is None:  # gone meanwhile (expired, evicted): counted anew
-            self.cache.add(current_key, 1, self.duration * 2)
         return True
 
     def wait(self) -> float:
-        """Seconds until the estimate falls below the rate, if no other request comes."""
+        """Seconds until the estimate falls below the rate, if no other request comes (at least 1 ms)."""
         previous, current, offset = self._counts
         duration, limit = self.duration, self.num_requests
         if current < limit and previous:
             # previous * (1 - f) + current < limit once f > 1 - (limit - current) / previous.
-            return max((1 - (limit - current) / previous) * duration - offset, 0.0)
-        if not current:
-            return duration - offset
-        # Next window: this window's count becomes the previous one.
-        return duration - offset + max(1 - limit / current, 0.0) * duration
+            wait = (1 - (limit - current) / previous) * duration - offset
+        elif not current:
+            wait = duration - offset
+        else:
+            # Next window: this window's count becomes the previous one.
+            wait = duration - offset + max(1 - limit / current, 0.0) * duration
+        return max(wait, 0.001)
 
 
 def _count(value: object) -> int:

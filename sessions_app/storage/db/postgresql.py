@@ -23,7 +23,8 @@ It keeps what psycopg_pool gives that this path needs:
   them all) and runs again on a new connection: no burst of failures after
   a restart. A call made while the server is down fails with
   ``BackendError`` as soon as the new connection is refused. A write that
-  answers (the upsert telling created from replaced) is not run again once
+  answers (the upsert telling created from replaced, a transaction
+  counting the rows it touched) is not run again once
   it was sent: its connection lost mid-call, it may have committed with its
   answer lost, and a second run would answer "replaced" for the row the
   first created; it fails with ``BackendError`` instead (the outcome
@@ -387,7 +388,8 @@ class PostgresPath:
     async def in_transaction(
         self, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
     ) -> int:
-        return await self.run(lambda conn: _in_transaction(conn, statements, refuse_if_found))
+        # It answers a count (the rows a batch deleted): not sent twice either.
+        return await self.run(lambda conn: _in_transaction(conn, statements, refuse_if_found), resend=False)
 
     async def aclose(self) -> None:
         """Close the calling event loop's pool, server-side; the next call opens a new one."""
