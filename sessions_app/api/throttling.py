@@ -167,11 +167,13 @@ class SlidingWindowMixin:
             return True
         window, offset = divmod(self.timer(), self.duration)
         current_key = f"{key}:{int(window)}"
-        # Twice the window: the count is still there as the next window's "previous".
-        self.cache.add(current_key, 0, self.duration * 2)
-        current = self.cache.incr(current_key)
-        if current is None:  # the cache is down (logged once): let it through, as DRF's would
-            return True
+        current = _incr(self.cache, current_key)
+        if current is None:  # not there yet (or the cache is down: logged once, and let through)
+            # Twice the window: the count is still there as the next window's "previous".
+            self.cache.add(current_key, 0, self.duration * 2)
+            current = _incr(self.cache, current_key)
+            if current is None:
+                return True
         previous = _count(self.cache.get(f"{key}:{int(window) - 1}", 0))
         # Refused when the estimate before this request is at the rate already.
         if previous * (1 - offset / self.duration) + current - 1 >= self.num_requests:
@@ -193,6 +195,15 @@ class SlidingWindowMixin:
             # Next window: this window's count becomes the previous one.
             wait = duration - offset + max(1 - limit / current, 0.0) * duration
         return max(wait, 0.001)
+
+
+def _incr(cache: Any, key: str) -> int | None:
+    """``cache.incr(key)``; ``None`` for a missing key (Django raises, a ``TolerantCache`` answers None)."""
+    try:
+        value = cache.incr(key)
+    except ValueError:
+        return None
+    return None if value is None else int(value)
 
 
 def _count(value: object) -> int:

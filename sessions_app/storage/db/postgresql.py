@@ -174,7 +174,11 @@ class LeanPool:
             waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                handed = await asyncio.wait_for(waiter, self.wait_timeout)
+                # asyncio.timeout, not wait_for: the task awaits the waiter
+                # itself, so a handed connection is in use one loop
+                # iteration sooner (wait_for chains a second future).
+                async with asyncio.timeout(self.wait_timeout):
+                    handed = await waiter
             except TimeoutError:
                 # Python 3.12+ raises TimeoutError even when the waiter was
                 # handed a connection (or room to open one) in the loop
