@@ -1,5 +1,6 @@
 """Several OS processes hammering shared ids, through the store and through the HTTP API."""
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -18,7 +19,13 @@ PROCESSES = 4
 IDS = 120
 
 
-def run_phase(ids_file, final: bool, operations: int, extra: list[str]) -> list[dict]:
+def run_phases(ids_file, operations: int, extra: list[str]) -> tuple[list[dict], list[dict]]:
+    """The mixed phase in every process, then (once all of them are done) the final phase.
+
+    Each process runs both (``--then-final``): it prints its mixed report,
+    waits for a line on stdin, runs its final operations and prints that
+    report. Two phases, one start-up of Python and Django per process.
+    """
     env = {
         **os.environ,
         "DATABASE_URL": subprocess_database_url(),
@@ -32,18 +39,51 @@ def run_phase(ids_file, final: bool, operations: int, extra: list[str]) -> list[
         str(PROCESSES),
         "--ids-file",
         ids_file,
+        "--operations",
+        str(operations),
+        "--then-final",
+        *extra,
     ]
-    base += ["--operations", str(operations), *extra] + (["--final"] if final else [])
     workers = [
-        subprocess.Popen([*base, "--index", str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*base, "--index", str(i)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(PROCESSES)
     ]
-    reports = []
-    for worker in workers:
-        out, _ = worker.communicate(timeout=600)
-        assert worker.returncode == 0
-        reports.append(json.loads(out.strip().splitlines()[-1]))
-    return reports
+    readers = concurrent.futures.ThreadPoolExecutor(PROCESSES)
+    try:
+        reports = [readers.submit(report_line, worker) for worker in workers]
+        mixed = [report.result(timeout=600) for report in reports]
+        for worker in workers:  # every mixed phase has ended: the final phases may start
+            assert worker.stdin is not None
+            worker.stdin.write("final\n")
+            worker.stdin.flush()
+        final = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=600)
+            assert worker.returncode == 0
+            final.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:  # a failure above: no process outlives the test
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        readers.shutdown()
+    return mixed, final
+
+
+def report_line(worker: subprocess.Popen[str]) -> dict:
+    """The next JSON report a worker prints (it ends first: a failure)."""
+    assert worker.stdout is not None
+    while line := worker.stdout.readline():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"a worker ended without its report (exit status {worker.wait()})")
 
 
 def check_outcome(ids: list[str], mixed: list[dict], final: list[dict]) -> int:
@@ -82,8 +122,7 @@ def ids_file(tmp_path):
 
 def test_four_processes_through_the_store_lose_nothing(ids_file):
     path, ids = ids_file
-    mixed = run_phase(path, final=False, operations=3000, extra=[])
-    final = run_phase(path, final=True, operations=0, extra=[])
+    mixed, final = run_phases(path, operations=3000, extra=[])
     operations = check_outcome(ids, mixed, final)
     assert operations == PROCESSES * 3000 + IDS
 
@@ -95,7 +134,6 @@ def test_four_processes_through_the_http_api_see_no_5xx_and_lose_nothing(ids_fil
     token = Token.objects.create(user=make_user("view", "add", "change", "delete", username="load")).key
     with uvicorn_server(subprocess_database_url()) as base:
         extra = ["--http", base, "--token", token]
-        mixed = run_phase(path, final=False, operations=400, extra=extra)
-        final = run_phase(path, final=True, operations=0, extra=extra)
+        mixed, final = run_phases(path, operations=400, extra=extra)
     operations = check_outcome(ids, mixed, final)
     assert operations == PROCESSES * 400 + IDS

@@ -153,23 +153,26 @@ def test_with_several_workers_the_metrics_add_up_across_them(tmp_path, make_user
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    with uvicorn_server(subprocess_database_url(), workers=2, env=env) as base:
-        headers = {"Authorization": f"Token {token}"}
+    headers = {"Authorization": f"Token {token}"}
+    # A fresh connection for each call (none kept alive): the server spreads
+    # them over both workers.
+    no_keep_alive = httpx.Limits(max_keepalive_connections=0)
+    with (
+        uvicorn_server(subprocess_database_url(), workers=2, env=env) as base,
+        httpx.Client(base_url=base, headers=headers, timeout=30, limits=no_keep_alive) as client,
+    ):
         sid = SessionId.new()
-        # Fresh connections each time: the server spreads them over both
-        # workers; up to 200 calls, until each worker has counted some.
+        # Up to 200 calls, until each worker has counted some.
         made, per_worker = 0, [0.0]
         while made < 200 and not (len(per_worker) == 2 and all(per_worker)):
             for _ in range(20):
-                with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-                    assert client.put(
-                        f"/api/sessions/{sid}/", json={"agent_id": made, "started_at_ns": "1"}
-                    ).is_success
+                assert client.put(
+                    f"/api/sessions/{sid}/", json={"agent_id": made, "started_at_ns": "1"}
+                ).is_success
                 made += 1
             # Each worker's own file (every worker writes one at start-up, zeros included).
             per_worker = [saves_in(path, tmp_path) for path in sorted(multiproc.glob("counter_*.db"))]
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-            text = client.get("/api/metrics/").text
+        text = client.get("/api/metrics/").text
     assert len(per_worker) == 2 and all(count > 0 for count in per_worker), per_worker
     assert sum(per_worker) == made
     assert sample(text, "sessions_store_operations_total", operation="save", outcome="ok") == made

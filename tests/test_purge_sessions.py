@@ -19,10 +19,33 @@ NS = 1_000_000_000
 
 
 def seed(starts):
-    ExecutionSession.objects.bulk_create(
-        [ExecutionSession(session_id=SessionId.new(), agent_id=1, started_at_ns=s) for s in starts],
-        batch_size=5000,
+    """One row per start time (agent 1), in this test's transaction.
+
+    Multi-row INSERTs of prepared values: the slow test's 200,000 rows as
+    model instances through ``bulk_create`` took ten times as long as the
+    purge it tests. Each value goes through its field's own conversion, as
+    the ORM's would.
+    """
+    fields = [ExecutionSession._meta.get_field(name) for name in ("session_id", "agent_id", "started_at_ns")]
+    quote = connection.ops.quote_name
+    insert = (
+        f"INSERT INTO {quote(ExecutionSession._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+        " VALUES "
     )
+    session_id, agent_id, started_at_ns = fields
+    agent = agent_id.get_db_prep_save(1, connection)
+    starts = list(starts)
+    with connection.cursor() as cursor:
+        for first in range(0, len(starts), 1000):
+            batch = starts[first : first + 1000]
+            values: list[object] = []
+            for start in batch:
+                values += (
+                    session_id.get_db_prep_save(SessionId.new(), connection),
+                    agent,
+                    started_at_ns.get_db_prep_save(start, connection),
+                )
+            cursor.execute(insert + ", ".join(["(%s, %s, %s)"] * len(batch)), values)
 
 
 def purge(*args) -> str:

@@ -74,8 +74,10 @@ def shared_cache(settings):
 def statuses(base: str, url: str, headers: dict[str, str]) -> set[int]:
     """Each call on a new connection (both workers take some)."""
     seen = set()
-    for _ in range(CALLS):
-        with httpx.Client(base_url=base, timeout=10, headers={**headers, "Connection": "close"}) as client:
+    no_keep_alive = httpx.Limits(max_keepalive_connections=0)
+    headers = {**headers, "Connection": "close"}
+    with httpx.Client(base_url=base, timeout=10, headers=headers, limits=no_keep_alive) as client:
+        for _ in range(CALLS):
             seen.add(client.get(url).status_code)
     return seen
 
