@@ -50,6 +50,7 @@ ONE_WORKER_MODULES = {
     "test_client",
     "test_connection_kill",
     "test_database_alias",
+    "test_generated_client",
     "test_pgbouncer",
     "test_read_timeout",
     "test_shared_cache",

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,27 +36,41 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 CLIENT = Path(__file__).resolve().parent / "ts_client"
 
 
-def run(*command: str) -> str:
-    result = subprocess.run(command, cwd=CLIENT, capture_output=True, text=True, timeout=600, check=False)
+@pytest.fixture(scope="module")
+def base(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """uvicorn serving the test database, for both generated clients (one start-up)."""
+    with django_db_blocker.unblock():
+        url = subprocess_database_url()
+    with uvicorn_server(url) as served:
+        yield served
+
+
+def run(*command: str, cwd: Path = CLIENT) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
 
-def test_a_client_generated_from_the_schema_round_trips_the_extreme_values(make_user):
+def test_a_client_generated_from_the_schema_round_trips_the_extreme_values(make_user, base, tmp_path):
     if shutil.which("node") is None or shutil.which("npm") is None:
         missing("node", "Node.js and npm are not installed; scripts/install-system-packages.sh installs them")
     from rest_framework.authtoken.models import Token
 
     if not (CLIENT / "node_modules" / ".bin" / "tsc").exists():
-        run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+        run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")  # scripts/test.sh runs it first
+    # The sources in a directory of this test's own (the test command runs
+    # its cells side by side: two of them writing schema.json and build/ in
+    # the checkout would mix their files), beside the installed packages.
+    for name in ("package.json", "tsconfig.json", "roundtrip.ts"):
+        shutil.copy(CLIENT / name, tmp_path / name)
+    (tmp_path / "node_modules").symlink_to(CLIENT / "node_modules", target_is_directory=True)
     token = Token.objects.create(user=make_user("view", "add", "change", "delete", username="ts")).key
-    with uvicorn_server(subprocess_database_url()) as base:
-        schema = httpx.get(f"{base}/api/schema/", params={"format": "json"}, timeout=30)
-        assert schema.status_code == 200
-        (CLIENT / "schema.json").write_text(schema.text)
-        run("node_modules/.bin/openapi-typescript", "schema.json", "--output", "schema.d.ts")
-        run("node_modules/.bin/tsc", "-p", "tsconfig.json")
-        output = run("node", "build/roundtrip.js", base, token, str(SessionId.new()))
+    schema = httpx.get(f"{base}/api/schema/", params={"format": "json"}, timeout=30)
+    assert schema.status_code == 200
+    (tmp_path / "schema.json").write_text(schema.text)
+    run("node_modules/.bin/openapi-typescript", "schema.json", "--output", "schema.d.ts", cwd=tmp_path)
+    run("node_modules/.bin/tsc", "-p", "tsconfig.json", cwd=tmp_path)
+    output = run("node", "build/roundtrip.js", base, token, str(SessionId.new()), cwd=tmp_path)
     assert output.strip() == "round trip ok"
 
 
@@ -78,7 +93,7 @@ def generate_python_client(schema: str, directory: Path) -> Path:
 
 
 def test_a_python_client_generated_from_the_schema_round_trips_the_extreme_values(
-    make_user, tmp_path, monkeypatch
+    make_user, base, tmp_path, monkeypatch
 ):
     if importlib.util.find_spec("openapi_python_client") is None:
         missing("openapi-python-client", "not installed; pip install -r requirements.txt installs it")
@@ -88,20 +103,19 @@ def test_a_python_client_generated_from_the_schema_round_trips_the_extreme_value
 
     token = Token.objects.create(user=make_user("view", "add", "change", "delete", username="py")).key
     _, agent_key = AgentKey.objects.create_key(name="python client", agent_ids=[AGENT_ID])
-    with uvicorn_server(subprocess_database_url()) as base:
-        schema = httpx.get(f"{base}/api/schema/", params={"format": "json"}, timeout=30)
-        assert schema.status_code == 200
-        package = generate_python_client(schema.text, tmp_path)
-        monkeypatch.syspath_prepend(str(tmp_path))
-        try:
-            # Every module imports, unedited (a body listed under two content
-            # types once made the PUT and POST modules fail: NameError: Unset).
-            for module in pkgutil.walk_packages([str(package)], prefix="sessions_api_client."):
-                importlib.import_module(module.name)
-            round_trip(importlib.import_module("sessions_api_client"), base, token, agent_key)
-        finally:
-            for name in [name for name in sys.modules if name.partition(".")[0] == "sessions_api_client"]:
-                del sys.modules[name]
+    schema = httpx.get(f"{base}/api/schema/", params={"format": "json"}, timeout=30)
+    assert schema.status_code == 200
+    package = generate_python_client(schema.text, tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        # Every module imports, unedited (a body listed under two content
+        # types once made the PUT and POST modules fail: NameError: Unset).
+        for module in pkgutil.walk_packages([str(package)], prefix="sessions_api_client."):
+            importlib.import_module(module.name)
+        round_trip(importlib.import_module("sessions_api_client"), base, token, agent_key)
+    finally:
+        for name in [name for name in sys.modules if name.partition(".")[0] == "sessions_api_client"]:
+            del sys.modules[name]
 
 
 def round_trip(client_package, base: str, token: str, agent_key: str) -> None:
