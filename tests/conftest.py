@@ -17,7 +17,7 @@ from django.db import connection, connections
 from sessions_app.storage import DjangoSessionStore, InMemorySessionStore
 
 from . import quick_flush
-from .servers import loopback_settings
+from .servers import RedisServer, loopback_settings
 from .tcp_proxy import SwitchableProxy
 
 # Transactional tests empty only the tables they wrote to (tests/quick_flush.py).
@@ -40,8 +40,9 @@ def missing(service: str, reason: str) -> NoReturn:
 
 # Under pytest-xdist (scripts/test.sh runs ``-n 2``) each of these modules
 # runs whole on one worker: they share something outside the test database
-# (a Redis database they flush) or start an expensive server once per
-# module, which a split would start once per worker. Every other test goes
+# (a Redis database they flush, on the worker's own redis-server) or start
+# an expensive server once per module, which a split would start once per
+# worker. Every other test goes
 # to whichever worker is free. (xdist's own ``xdist_group`` mark renames the
 # node ids, which pytest 9 no longer lets it do: the groups would not hold.)
 ONE_WORKER_MODULES = {
@@ -198,6 +199,22 @@ def _fresh_auth_cache():
     from sessions_app.conf import app_settings
 
     caches[app_settings.AUTH_CACHE_ALIAS].clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://127.0.0.1:<port>``: a Redis of this test process' own (a private ``redis-server``).
+
+    Tests that flush a Redis database or read everything in it use this one,
+    not a server they share with other test runs (the test command runs its
+    cells side by side) or with anything else on the machine. Add ``/<db>``.
+    """
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except FileNotFoundError as exc:
+        missing("redis-server", str(exc))
+    with server:
+        yield server.url.rsplit("/", 1)[0]
 
 
 @pytest.fixture

@@ -21,8 +21,6 @@ from sessions_app.api import auth_cache
 from sessions_app.models import ExecutionSession
 from sessions_app.storage import SessionId
 
-from .conftest import missing
-
 pytestmark = pytest.mark.django_db
 
 
@@ -253,19 +251,13 @@ def test_the_answers_in_memory_are_bounded(monkeypatch):
     assert calls == []
 
 
-def test_a_generation_set_by_another_process_retires_the_answers_in_memory(settings):
+def test_a_generation_set_by_another_process_retires_the_answers_in_memory(settings, redis_server):
     """With a cache shared by processes (Redis), a change elsewhere retires this process's answers."""
-    import redis
-
-    try:
-        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        missing("Redis", "no Redis server at 127.0.0.1:6379")
     settings.CACHES = {
         **settings.CACHES,
         "shared": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:6379/12",
+            "LOCATION": f"{redis_server}/12",
         },
     }
     settings.SESSIONS_APP = {"AUTH_CACHE_ALIAS": "shared"}

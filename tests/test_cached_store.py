@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import random
-import socket
 import threading
 
 import pytest
@@ -22,21 +21,16 @@ from sessions_app.storage.cached import STALE, TOMBSTONE
 from .conftest import missing
 
 
-def redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(autouse=True)
-def caches_under_test(settings):
+def caches_under_test(settings, request):
+    redis = (
+        f"{request.getfixturevalue('redis_server')}/15" if needs_redis(request) else "redis://127.0.0.1:1/0"
+    )
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sessions-tests"},
         "redis": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:6379/15",
+            "LOCATION": redis,  # this test process' own redis-server (tests/conftest.py)
             "KEY_PREFIX": "sessions-app-tests",
         },
         "down": {
@@ -47,19 +41,21 @@ def caches_under_test(settings):
     from django.core.cache import caches
 
     yield
-    for alias in ("default", "redis"):
-        if alias == "redis" and not redis_reachable():
-            continue
+    for alias in ("default", "redis") if needs_redis(request) else ("default",):
         caches[alias].clear()
+
+
+def needs_redis(request: pytest.FixtureRequest) -> bool:
+    """The test runs on the Redis cache (its ``cache_alias`` is ``redis``, or it asks for the server)."""
+    callspec = getattr(request.node, "callspec", None)
+    return (callspec is not None and callspec.params.get("cache_alias") == "redis") or (
+        "redis_server" in request.fixturenames
+    )
 
 
 @pytest.fixture(params=["locmem", "redis"])
 def cache_alias(request):
-    if request.param == "redis":
-        if not redis_reachable():
-            missing("Redis", "Redis at 127.0.0.1:6379 is not reachable")
-        return "redis"
-    return "default"
+    return "redis" if request.param == "redis" else "default"
 
 
 @pytest.fixture(params=["memory", "django"])
@@ -317,10 +313,8 @@ class SharedSlowStore(InMemorySessionStore):
             return self.rows[session_id]
 
 
-def test_concurrent_saves_from_several_threads_never_leave_an_older_record_cached():
+def test_concurrent_saves_from_several_threads_never_leave_an_older_record_cached(redis_server):
     """Real concurrency against a real Redis: four threads, each its own event loop, saving the same ids."""
-    if not redis_reachable():
-        missing("Redis", "Redis at 127.0.0.1:6379 is not reachable")
     backing = SharedSlowStore()
     ids = [SessionId.new() for _ in range(20)]
     rounds = 15

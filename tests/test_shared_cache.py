@@ -12,23 +12,23 @@ import redis
 from sessions_app.models import AgentKey, ExecutionSession
 from sessions_app.storage import SessionId
 
-from .conftest import missing
 from .servers import subprocess_database_url, uvicorn_server, worker_count
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-REDIS_DB = 14
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_DB = 14  # on this test process' own redis-server (tests/conftest.py)
 CALLS = 24  # each on a new connection, so both workers answer some
 
 
 @pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        missing("Redis", f"no Redis server at 127.0.0.1:6379 ({exc})")
+def redis_url(redis_server) -> str:
+    return f"{redis_server}/{REDIS_DB}"
+
+
+@pytest.fixture(scope="module")
+def redis_client(redis_url) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    client.ping()
     client.flushdb()
     yield client
     client.flushdb()
@@ -41,11 +41,11 @@ def metrics_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base(django_db_setup, django_db_blocker, redis_client, metrics_dir) -> Iterator[str]:
+def base(django_db_setup, django_db_blocker, redis_url, redis_client, metrics_dir) -> Iterator[str]:
     with django_db_blocker.unblock():
         url = subprocess_database_url()
     env = {
-        "DJANGO_REDIS_URL": REDIS_URL,
+        "DJANGO_REDIS_URL": redis_url,
         "SESSIONS_AUTH_FAILURE_RATE": "100000/min",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
@@ -64,10 +64,10 @@ def test_calls_on_new_connections_reach_both_workers(base, session_url, make_use
 
 
 @pytest.fixture(autouse=True)
-def shared_cache(settings):
+def shared_cache(settings, redis_url):
     """This process uses the workers' Redis too: its changes set the generation they read."""
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
     }
 
 
