@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from django.db import connection
@@ -33,7 +34,12 @@ def subprocess_database_url(host: str | None = None, port: int | None = None) ->
     )
     user = settings["USER"] or default_user
     host = host or settings["HOST"] or "127.0.0.1"
-    return f"{scheme}://{user}@{host}:{port or settings['PORT'] or default_port}/{settings['NAME']}"
+    # The connection options the test process was given in its own URL
+    # (scripts/test.sh: MariaDB's ?ssl_disabled=true), for the server too.
+    query = urlsplit(os.environ.get("DATABASE_URL") or "").query
+    return f"{scheme}://{user}@{host}:{port or settings['PORT'] or default_port}/{settings['NAME']}" + (
+        f"?{query}" if query else ""
+    )
 
 
 def loopback_settings(port: int) -> dict:
