@@ -51,12 +51,13 @@ fail() {
   exit 1
 }
 
-# Background work, and the scratch directory of the runs' logs and SQLite
-# files: ended and removed however this script ends.
-background=()
+# Background work still running, and the scratch directory of the runs' logs
+# and SQLite files: ended and removed however this script ends.
 scratch="$(mktemp -d /tmp/sessions-test-XXXXXX)"
 cleanup() {
-  for pid in "${background[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local running
+  running="$(jobs -pr)"
+  [ -z "$running" ] || kill $running 2>/dev/null || true
   rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -100,7 +101,6 @@ installs_log="$scratch/installs.log"
   exit "$status"
 ) >"$installs_log" 2>&1 &
 installs_pid=$!
-background+=("$installs_pid")
 
 postgres_reachable() {
   $PY - "$POSTGRES_URL" <<'PYEOF'
@@ -227,7 +227,6 @@ start_next() { # starts the first pending run that may start now; 1 if none may
     "job_$name" "$@" >"$scratch/$name.log" 2>&1 &
     run_name[$!]="$name"
     run_began[$!]=$SECONDS
-    background+=("$!")
     return 0
   done
   return 1
@@ -238,7 +237,6 @@ start_next() { # starts the first pending run that may start now; 1 if none may
 wheel_log="$scratch/check-wheel.log"
 bash scripts/check-wheel.sh >"$wheel_log" 2>&1 &
 wheel_pid=$!
-background+=("$wheel_pid")
 
 phase "the test runs and the quick benchmarks, $JOBS side by side (the wheel checked beside them)"
 while [ ${#pending[@]} -gt 0 ] || [ ${#run_name[@]} -gt 0 ]; do
