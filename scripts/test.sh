@@ -12,7 +12,7 @@
 # by side, TEST_JOBS at a time (default 2; 1 runs them one after another):
 # a run waiting on a server, a timeout or a subprocess leaves a core to the
 # other. Never two on PostgreSQL at once (their servers' pools share its 100
-# connections). Each run has its own test databases (named after the cell
+# connections): the benchmarks count as one. Each run has its own test databases (named after the cell
 # and this checkout) and its own Redis (tests/conftest.py); a run's output
 # is shown when it ends.
 #
@@ -202,26 +202,29 @@ job_sqlite_py313_django61() { nox_cell 3.13 sqlite "$@"; }
 job_postgresql_py313_django61() { nox_cell 3.13 postgresql "$@"; }
 job_benchmarks_quick() { $PY -m benchmarks.run --quick; }
 
-# Longest first (they were: PostgreSQL ~100 s alone, MariaDB ~85, the
-# benchmarks ~85, SQLite ~70), PostgreSQL's one at a time.
+# Longest first (alone they took: PostgreSQL ~100-110 s, MariaDB ~85, SQLite
+# ~70-80, the benchmarks ~70), one at a time of those that use PostgreSQL:
+# a cell's servers and pools peak at some 50 of its 100 connections, the HTTP
+# benchmark's two workers at 54.
 pending=()
-[ -n "$have_postgres" ] && pending+=(postgresql_django52)
+[ -n "$have_postgres" ] && pending+=(postgresql_py312_django61)
 [ -n "$have_mariadb" ] && pending+=(mariadb_django52)
-[ -n "$have_postgres" ] && pending+=(postgresql_py312_django61 postgresql_py313_django61)
-pending+=(benchmarks_quick sqlite_py312_django61 sqlite_py313_django61 sqlite_django52)
+[ -n "$have_postgres" ] && pending+=(postgresql_py313_django61 postgresql_django52)
+pending+=(sqlite_py312_django61 sqlite_py313_django61 sqlite_django52 benchmarks_quick)
 declare -A run_name=() run_began=()
 run_seconds=()
 failed=()
+uses_postgres() { [[ $1 == postgresql* || ($1 == benchmarks_quick && -n $have_postgres) ]]; }
 postgres_busy() {
   local pid
-  for pid in "${!run_name[@]}"; do [[ ${run_name[$pid]} == postgresql* ]] && return 0; done
+  for pid in "${!run_name[@]}"; do uses_postgres "${run_name[$pid]}" && return 0; done
   return 1
 }
 start_next() { # starts the first pending run that may start now; 1 if none may
   local i name
   for i in "${!pending[@]}"; do
     name="${pending[$i]}"
-    if [[ $name == postgresql* ]] && postgres_busy; then continue; fi
+    if uses_postgres "$name" && postgres_busy; then continue; fi
     pending=("${pending[@]:0:$i}" "${pending[@]:$((i + 1))}")
     echo "-- started: $name"
     "job_$name" "$@" >"$scratch/$name.log" 2>&1 &
