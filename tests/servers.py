@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +53,9 @@ def loopback_settings(port: int) -> dict:
 def uvicorn_server(
     database_url: str, *, workers: int = 1, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[str]:
-    """Serve the project on 127.0.0.1 until the block ends; yields the base URL."""
+    """Serve the project on 127.0.0.1 until the block ends; yields the base URL once every worker serves."""
     port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "aa_project.asgi:application",
          "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--workers", str(workers),
@@ -62,9 +64,13 @@ def uvicorn_server(
         env={**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "aa_project.settings",
              "API_THROTTLE_USER": "10000000/minute", **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+
+    def not_up(what: str) -> RuntimeError:
+        return RuntimeError(f"uvicorn {what}; its log:\n{Path(log.name).read_text(errors='replace')[-3000:]}")
+
     try:
         deadline = time.monotonic() + 30
         # One client for every probe (each new client loads a TLS context: 20 ms of CPU).
@@ -75,12 +81,25 @@ def uvicorn_server(
                     break
                 except httpx.TransportError:
                     if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("uvicorn did not come up") from None
+                        raise not_up("did not come up") from None
                     time.sleep(0.05)
+        # One worker answered; the others may still be loading the app (on a
+        # busy machine, for seconds), and every connection would go to that
+        # one. Each worker logs its start-up (uvicorn's own log line) as it
+        # begins to serve.
+        while (
+            workers > 1
+            and Path(log.name).read_text(errors="replace").count("Application startup complete.") < workers
+        ):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise not_up(f"did not start all {workers} workers")
+            time.sleep(0.05)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
+        os.unlink(log.name)
 
 
 class RedisServer:
