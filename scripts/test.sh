@@ -77,6 +77,7 @@ POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 MARIADB_URL="${MARIADB_URL:-mysql://root@127.0.0.1:3306/test?ssl_disabled=true}"
 WORKERS="${PYTEST_WORKERS:-2}"
 JOBS="${TEST_JOBS:-2}"
+OTHERS_NICE="${TEST_OTHERS_NICE:-5}"
 XDIST=()
 # tests/conftest.py schedules them: a few modules whole on one worker, the
 # rest test by test to whichever worker is free.
@@ -227,7 +228,12 @@ start_next() { # starts the first pending run that may start now; 1 if none may
     if uses_postgres "$name" && postgres_busy; then continue; fi
     pending=("${pending[@]:0:$i}" "${pending[@]:$((i + 1))}")
     echo "-- started: $name"
-    "job_$name" "$@" >"$scratch/$name.log" 2>&1 &
+    (
+      # The PostgreSQL runs are the longest chain (one at a time, each mostly
+      # beside another run); the others yield them the CPU when both want it.
+      if ! uses_postgres "$name"; then renice -n "$OTHERS_NICE" -p "$BASHPID" >/dev/null; fi
+      "job_$name" "$@"
+    ) >"$scratch/$name.log" 2>&1 &
     run_name[$!]="$name"
     run_began[$!]=$SECONDS
     return 0
