@@ -8,13 +8,14 @@
 #
 # Each pytest run spreads over PYTEST_WORKERS processes (pytest-xdist,
 # default 2; 0 runs in this process), each with a test database of its own.
-# The runs (the seven cells of the matrix) and the quick benchmarks go side
-# by side, TEST_JOBS at a time (default 2; 1 runs them one after another):
-# a run waiting on a server, a timeout or a subprocess leaves a core to the
-# other. Never two on PostgreSQL at once (their servers' pools share its 100
-# connections): the benchmarks count as one. Each run has its own test databases (named after the cell
-# and this checkout) and its own Redis (tests/conftest.py); a run's output
-# is shown when it ends.
+# The runs (the seven cells of the matrix), the quick benchmarks and the
+# quick chaos run go side by side, TEST_JOBS at a time (default 2; 1 runs
+# them one after another): a run waiting on a server, a timeout or a
+# subprocess leaves a core to the other. Never two that use PostgreSQL at
+# once (their servers' pools share its 100 connections); the others yield
+# them the CPU (nice). Each run has its own test databases (named after the
+# cell and this checkout) and its own Redis (tests/conftest.py); a run's
+# output is shown when it ends.
 #
 # With CI set (.ci/run sets CI=true), whatever the suite expects on this
 # machine (PostgreSQL, MariaDB, Redis, pgbouncer, node, chromium, wrk) and
@@ -202,20 +203,25 @@ job_postgresql_py312_django61() { nox_cell 3.12 postgresql "$@"; }
 job_sqlite_py313_django61() { nox_cell 3.13 sqlite "$@"; }
 job_postgresql_py313_django61() { nox_cell 3.13 postgresql "$@"; }
 job_benchmarks_quick() { $PY -m benchmarks.run --quick; }
+# Fails on a lost acknowledged write, a resurrected delete, a 500 or a
+# stalled request the server did not cut off (benchmarks/chaos.py). Last of
+# the PostgreSQL runs, so beside at most a run that yields it the CPU.
+job_chaos_quick() { $PY -m benchmarks.chaos --quick | grep -v "^RESULT "; }
 
 # Longest first (alone they took: PostgreSQL ~100-110 s, MariaDB ~85, SQLite
-# ~70-80, the benchmarks ~70), one at a time of those that use PostgreSQL:
-# a cell's servers and pools peak at some 50 of its 100 connections, the HTTP
-# benchmark's two workers at 54.
+# ~70-80, the benchmarks ~70, the chaos run 35), one at a time of those that
+# use PostgreSQL: a cell's servers and pools peak at some 50 of its 100
+# connections, the HTTP benchmark's two workers at 54.
 pending=()
 [ -n "$have_postgres" ] && pending+=(postgresql_py312_django61)
 [ -n "$have_mariadb" ] && pending+=(mariadb_django52)
 [ -n "$have_postgres" ] && pending+=(postgresql_py313_django61 postgresql_django52)
 pending+=(sqlite_py312_django61 sqlite_py313_django61 sqlite_django52 benchmarks_quick)
+[ -n "$have_postgres" ] && pending+=(chaos_quick)
 declare -A run_name=() run_began=()
 run_seconds=()
 failed=()
-uses_postgres() { [[ $1 == postgresql* || ($1 == benchmarks_quick && -n $have_postgres) ]]; }
+uses_postgres() { [[ $1 == postgresql* || $1 == chaos_quick || ($1 == benchmarks_quick && -n $have_postgres) ]]; }
 postgres_busy() {
   local pid
   for pid in "${!run_name[@]}"; do uses_postgres "${run_name[$pid]}" && return 0; done
@@ -247,7 +253,7 @@ wheel_log="$scratch/check-wheel.log"
 bash scripts/check-wheel.sh >"$wheel_log" 2>&1 &
 wheel_pid=$!
 
-phase "the test runs and the quick benchmarks, $JOBS side by side (the wheel checked beside them)"
+phase "the test runs, the quick benchmarks and the quick chaos run, $JOBS side by side (the wheel checked beside them)"
 while [ ${#pending[@]} -gt 0 ] || [ ${#run_name[@]} -gt 0 ]; do
   while [ ${#run_name[@]} -lt "$JOBS" ] && start_next "$@"; do :; done
   status=0
@@ -263,6 +269,9 @@ while [ ${#pending[@]} -gt 0 ] || [ ${#run_name[@]} -gt 0 ]; do
   elif [ "$name" = benchmarks_quick ]; then
     echo "-- benchmarks, quick mode (proves they run; the figures mean little), ${seconds}s:"
     cat "$scratch/$name.log"
+  elif [ "$name" = chaos_quick ]; then
+    echo "-- chaos run, quick (30 s of load while the database, Redis and a worker fail), ${seconds}s:"
+    cat "$scratch/$name.log"
   else
     echo "-- passed: $name (${seconds}s): $(grep -E '^[=]* ?[0-9]+ (passed|failed)' "$scratch/$name.log" | tail -n 1 | tr -d '=')"
   fi
@@ -275,14 +284,6 @@ if ! wait "$wheel_pid"; then
 fi
 grep -E "^check-wheel" "$wheel_log"
 [ ${#failed[@]} -eq 0 ] || fail "these runs failed (output above): ${failed[*]}"
-
-if [ -n "$have_postgres" ]; then
-  # Fails the run on a lost acknowledged write, a resurrected delete, a 500
-  # or a stalled request the server did not cut off (benchmarks/chaos.py).
-  # Alone: it times recovery from each fault.
-  phase "chaos run, quick (30 s of load while the database, Redis and a worker fail)"
-  $PY -m benchmarks.chaos --quick | grep -v "^RESULT "
-fi
 
 phase ""
 echo "== wall time by phase"
