@@ -284,6 +284,7 @@ if not DEBUG:
     if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+LOGGING_CONFIG = "aa_project.logconfig.configure"  # dictConfig, less each record's unused extras
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -61,6 +61,7 @@ from typing import Any
 import orjson
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
+from django.core.cache import BaseCache
 from django.core.handlers.asgi import ASGIRequest
 from django.core.handlers.exception import response_for_exception
 from django.core.signals import setting_changed
@@ -194,6 +195,9 @@ class Plan:
     proxy_ssl_header: tuple[bytes, str] | None
     max_body: int | None
     failures: AuthFailureThrottle
+    views: dict[str, ExecutionSessionViewSet]  # action -> the view DRF's throttles read (scope, action)
+    store: DjangoSessionStore  # the API's, unscoped (a key's scoped ones: views._stores)
+    auth_cache: BaseCache  # where the auth answers' generation is (in this process)
     hosts: dict[bytes, bool] = field(default_factory=dict)  # Host header -> allowed, a few kept
     made: threading.local = field(default_factory=threading.local)  # this thread's throttles
 
@@ -350,6 +354,12 @@ def _plan(namespace: str) -> Plan:
         ),
         max_body=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
         failures=AuthFailureThrottle(),
+        auth_cache=cache_for(app_settings.AUTH_CACHE_ALIAS),
+        store=_stores(app_settings.DATABASE_ALIAS, ExecutionSession, app_settings.NATIVE_ASYNC, None),
+        views={
+            action: ExecutionSessionViewSet(action=action)
+            for action in (*DETAIL_ACTIONS.values(), *BULK_ACTIONS.values())
+        },
     )
 
 
@@ -518,7 +528,7 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
     request = _Request(meta, readable, scope["method"])
     if plan.failures.wait_for(request) is not None:  # type: ignore[arg-type]
         return handed(keep, "the address is refused for failed authentications")  # Django answers the 429
-    generation = auth_cache.current_generation()
+    generation = auth_cache.current_generation(plan.auth_cache)
     credential = _credential(plan, authorization.decode("latin-1"), generation)
     if credential is None:
         return handed(keep, "the credential is not kept here (or would be refused)")
@@ -538,7 +548,7 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
             return handed(keep, "a write outside the key's agents")
 
     # The commit point: DRF's check_throttles, each throttle asked and counting.
-    view = ExecutionSessionViewSet(action=call.action)
+    view = plan.views[call.action]
     waits = [throttle.wait() for throttle in plan.throttles() if not throttle.allow_request(request, view)]
     if waits:
         known = [wait for wait in waits if wait is not None]
@@ -712,7 +722,7 @@ async def answer(plan: Plan, admitted: Admitted, scope: Scope, send: Send) -> No
     try:
         if admitted.throttled is not None:
             raise admitted.throttled
-        status, data = await _run(admitted)
+        status, data = await _run(plan, admitted)
     except Exception as exc:
         error = api_error(exc, None if call.session_id is None else str(call.session_id))
         if not isinstance(error, exceptions.APIException):
@@ -748,8 +758,11 @@ async def _send_django_500(scope: Scope, exc: Exception, security: Headers, send
     await send({"type": "http.response.body", "body": response.content})
 
 
-async def _run(admitted: Admitted) -> tuple[int, Any]:
-    store = _stores(app_settings.DATABASE_ALIAS, ExecutionSession, app_settings.NATIVE_ASYNC, admitted.agents)
+async def _run(plan: Plan, admitted: Admitted) -> tuple[int, Any]:
+    store = plan.store
+    if admitted.agents is not None:
+        alias, native = app_settings.DATABASE_ALIAS, app_settings.NATIVE_ASYNC
+        store = _stores(alias, ExecutionSession, native, admitted.agents)
     if store.path_name != ThreadedPath.name:
         return await _call(store, admitted)
     # Django's own connection (MySQL/MariaDB, or NATIVE_ASYNC off): its

@@ -69,10 +69,34 @@ def cache_for(alias: str) -> BaseCache:
     except KeyError:
         with _shared_lock:
             if alias not in _shared:
-                candidate = caches.create_connection(alias)
+                candidate = _create(alias)
                 _shared[alias] = candidate if isinstance(candidate, SHARED_CACHES) else None
             shared = _shared[alias]
     return caches[alias] if shared is None else shared
+
+
+class AppKeysLocMemCache(LocMemCache):
+    """A ``LocMemCache`` that takes this app's keys as they are.
+
+    Django checks every key against memcached's rules (a loop over its
+    characters) on each call, the larger part of a ``get`` here; the keys
+    this app makes are short and plain, and for an in-process cache the
+    check only ever warns. Same ``LOCATION``, same dictionary and lock as
+    Django's own object for the alias.
+    """
+
+    def validate_key(self, key: str) -> None:
+        pass
+
+
+def _create(alias: str) -> BaseCache:
+    """``caches.create_connection(alias)``; a ``LocMemCache`` as an ``AppKeysLocMemCache``."""
+    candidate = caches.create_connection(alias)
+    if type(candidate) is LocMemCache:
+        params = dict(caches.settings[alias])
+        params.pop("BACKEND")
+        return AppKeysLocMemCache(params.pop("LOCATION", ""), params)
+    return candidate
 
 
 def alias_of(cache: object) -> str | None:

@@ -416,7 +416,7 @@ async def test_assume_role_and_isolation_level_apply_on_the_native_path(tagged_a
     assert store.path_name == "PostgresPath"
     assert await store.path.fetchone(("SELECT current_user", ())) == (role,)
 
-    async def isolation(conn):
+    async def isolation(conn, cursor):
         async with conn.transaction():
             cursor = await conn.execute("SHOW transaction_isolation")
             return await cursor.fetchone()

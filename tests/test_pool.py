@@ -118,3 +118,41 @@ async def test_a_connection_handed_over_as_the_wait_times_out_is_not_lost(settin
     record = SessionRecord(SessionId.new(), 3, 3)
     await asyncio.wait_for(store.save(record), 5)
     assert await store.load(record.session_id) == record
+
+
+async def test_waiters_time_out_each_at_its_own_deadline_and_a_cancelled_one_is_skipped(settings):
+    """Queued 0.1 s apart with a 0.4 s timeout: each fails at its own deadline, not at the first one's.
+
+    One timer serves the queue (the oldest waiter's deadline); a waiter
+    cancelled in between neither fails the others early nor is handed the
+    connection afterwards.
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool exists on PostgreSQL only")
+    settings.SESSIONS_APP = {"POOL_SIZE": 1, "POOL_TIMEOUT": 0.4}
+    store = DjangoSessionStore()
+    pool = await store.path._pool()
+    held, _ = await pool.acquire()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def wait_and_time() -> float:
+        with pytest.raises(psycopg.OperationalError, match=r"stayed busy for 0\.4s"):
+            await pool.acquire()
+        return loop.time() - started
+
+    first = asyncio.create_task(wait_and_time())
+    await asyncio.sleep(0.1)
+    cancelled = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.1)
+    last = asyncio.create_task(wait_and_time())
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    first_at, last_at = await asyncio.gather(first, last)
+    assert first_at >= 0.4  # not before its deadline
+    assert last_at >= 0.6  # nor the last before its own, 0.2 s later (not with the first)
+    assert cancelled.cancelled()
+    assert not pool._waiters and pool._expiry is None
+    pool.release(held)
+    assert (pool.open_count, pool.in_use) == (1, 0)
+    assert await store.load_many([SessionId.new()]) == {}

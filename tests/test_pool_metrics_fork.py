@@ -31,8 +31,9 @@ PROBE = textwrap.dedent(
 
     class StandIn:
         closed = False
-        pgconn = types.SimpleNamespace(socket=-1, finish=lambda: None)
-        info = types.SimpleNamespace(transaction_status=TransactionStatus.IDLE)
+        pgconn = types.SimpleNamespace(
+            socket=-1, finish=lambda: None, transaction_status=TransactionStatus.IDLE
+        )
 
 
     class Spec:

@@ -222,7 +222,7 @@ async def test_the_native_postgresql_path_retries_a_deadlock_victim():
     store = DjangoSessionStore()
     tried = []
 
-    async def work(conn):
+    async def work(conn, cursor):
         tried.append(1)
         await conn.execute("SELECT 1")
         if len(tried) < 3:
@@ -233,7 +233,7 @@ async def test_the_native_postgresql_path_retries_a_deadlock_victim():
     assert len(tried) == 3
     tried.clear()
 
-    async def always(conn):
+    async def always(conn, cursor):
         tried.append(1)
         raise psycopg.errors.DeadlockDetected("injected deadlock")
 

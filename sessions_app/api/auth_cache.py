@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.core.cache import BaseCache
 from django.db import router, transaction
 
 from ..caching import answered, cache_for, failed
@@ -93,15 +94,19 @@ def cached(kind: str, parts: tuple[object, ...], compute: Callable[[], T]) -> T:
     return value
 
 
-def current_generation() -> object:
+def current_generation(cache: BaseCache | None = None) -> object:
     """The generation the cache holds now (``None``: unset, the cache down, or the memory off).
 
-    Read once per request by ``sessions_app.asgi``, for every ``kept`` answer it asks.
+    Read once per request by ``sessions_app.asgi``, for every ``kept`` answer
+    it asks; it passes ``cache_for(AUTH_CACHE_ALIAS)``, which it holds while
+    the settings stay as they are (and the memory on).
     """
-    if not app_settings.AUTH_CACHE_TIMEOUT:
-        return None
+    if cache is None:
+        if not app_settings.AUTH_CACHE_TIMEOUT:
+            return None
+        cache = cache_for(app_settings.AUTH_CACHE_ALIAS)
     try:
-        return cache_for(app_settings.AUTH_CACHE_ALIAS).get(GENERATION_KEY)
+        return cache.get(GENERATION_KEY)
     except Exception:
         return None  # the cache is down: cached() notes the outage when Django asks
 

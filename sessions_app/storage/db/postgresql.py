@@ -71,6 +71,7 @@ logger = logging.getLogger("sessions_app.storage")
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[tuple[object, ...]]
+Cursor = psycopg.AsyncCursor[tuple[object, ...]]
 
 CONNECT_TIMEOUT = 10
 """Seconds a connection attempt may take when ``OPTIONS`` sets no ``connect_timeout``."""
@@ -135,6 +136,13 @@ class ConnectSpec:
         return conn
 
 
+class _TimedOut:
+    """A waiter's result when its deadline passed first."""
+
+
+_TIMED_OUT = _TimedOut()
+
+
 class LeanPool:
     """At most ``size`` autocommit connections of one event loop, lent to one task at a time."""
 
@@ -146,8 +154,13 @@ class LeanPool:
         self.disowned = False
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()  # idle or lent
+        # One cursor per connection for the single statements: a new cursor per
+        # call (what conn.execute() makes) costs about a fifth of a key lookup.
+        self._cursors: dict[Connection, Cursor] = {}
         self._opening = 0
-        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        # FIFO, so deadlines in order; one timer for the oldest, not one per waiter.
+        self._waiters: deque[tuple[float, asyncio.Future[Connection | _TimedOut | None]]] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
         self._shutdown_hook: AsyncIterator[None] | None = None
 
     @property
@@ -158,45 +171,60 @@ class LeanPool:
     def open_count(self) -> int:
         return len(self._open)
 
+    def lend_idle(self) -> Connection | None:
+        """An idle connection that looks alive, lent at once; ``None`` if there is none."""
+        while self._idle:
+            conn = self._idle.pop()
+            if _looks_alive(conn):
+                pool_changed(lent=1)
+                return conn
+            self._drop(conn)
+        return None
+
+    def cursor(self, conn: Connection) -> Cursor:
+        """The cursor kept for ``conn`` (made on first use, dropped with the connection)."""
+        cursor = self._cursors.get(conn)
+        if cursor is None:
+            cursor = self._cursors[conn] = conn.cursor()
+        return cursor
+
     async def acquire(self) -> tuple[Connection, bool]:
         """A connection and whether it served an earlier call (``False``: just opened)."""
         while True:
-            while self._idle:
-                conn = self._idle.pop()
-                if _looks_alive(conn):
-                    pool_changed(lent=1)
-                    return conn, True
-                self._drop(conn)
+            if (idle := self.lend_idle()) is not None:
+                return idle, True
             if len(self._open) + self._opening < self.size:
                 conn = await self._connect()
                 pool_changed(lent=1)
                 return conn, False
-            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[Connection | _TimedOut | None] = loop.create_future()
+            deadline = loop.time() + self.wait_timeout
+            self._waiters.append((deadline, waiter))
+            if self._expiry is None:
+                self._expiry = loop.call_at(deadline, self._expire)
             try:
-                # asyncio.timeout, not wait_for: the task awaits the waiter
-                # itself, so a handed connection is in use one loop
-                # iteration sooner (wait_for chains a second future).
-                async with asyncio.timeout(self.wait_timeout):
-                    handed = await waiter
-            except TimeoutError:
-                # Python 3.12+ raises TimeoutError even when the waiter was
-                # handed a connection (or room to open one) in the loop
-                # iteration in which the timeout fell due: take what it got.
-                if not (waiter.done() and not waiter.cancelled()):
-                    raise psycopg.OperationalError(
-                        f"all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
-                    ) from None
-                handed = waiter.result()
+                # The task awaits the waiter itself (no wait_for, no
+                # asyncio.timeout: a timer per wait cost about as much as a
+                # key lookup's Python code). Whatever comes first, a
+                # connection, room to open one or the deadline, is its result.
+                handed = await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     # Handed over just as we were cancelled: pass it on.
-                    if (conn_or_none := waiter.result()) is not None:
+                    given = waiter.result()
+                    if isinstance(given, _TimedOut):
+                        pass  # nothing was given
+                    elif given is not None:
                         pool_changed(lent=1)
-                        self.release(conn_or_none)
+                        self.release(given)
                     else:
                         self._wake_one(None)
                 raise
+            if isinstance(handed, _TimedOut):
+                raise psycopg.OperationalError(
+                    f"all {self.size} pooled connections stayed busy for {self.wait_timeout}s"
+                )
             if handed is not None:
                 pool_changed(lent=1)
                 return handed, True
@@ -219,7 +247,7 @@ class LeanPool:
         if self.disowned:  # lent before a fork: this process never counted it
             return
         pool_changed(lent=-1)
-        if self.closed or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        if self.closed or conn.closed or conn.pgconn.transaction_status != TransactionStatus.IDLE:
             self._drop(conn)
             self._wake_one(None)
         elif not self._wake_one(conn):
@@ -232,6 +260,7 @@ class LeanPool:
             self._drop(conn)
 
     def _drop(self, conn: Connection) -> None:
+        self._cursors.pop(conn, None)
         if conn in self._open:
             self._open.remove(conn)
             pool_changed(opened=-1)
@@ -239,20 +268,38 @@ class LeanPool:
 
     def _wake_one(self, conn: Connection | None) -> bool:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(conn)
                 return True
         return False
+
+    def _expire(self) -> None:
+        """Time out every waiter past its deadline; the timer again for the oldest left."""
+        self._expiry = None
+        now = asyncio.get_running_loop().time()
+        while self._waiters:
+            deadline, waiter = self._waiters[0]
+            if waiter.done():  # cancelled
+                self._waiters.popleft()
+            elif deadline <= now:
+                self._waiters.popleft()
+                waiter.set_result(_TIMED_OUT)
+            else:
+                self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire)
+                return
 
     async def close(self) -> None:
         """Close the idle connections now and the lent ones when they come back."""
         self.closed = True
         self.drop_idle()
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     def close_now(self) -> None:
         """Close every connection, lent or not, from any thread (its loop is gone, or the process ends)."""
@@ -260,6 +307,7 @@ class LeanPool:
         self._idle = []
         for conn in list(self._open):
             self._drop(conn)
+        self._cursors.clear()
 
     def disown(self) -> None:
         """In a forked child: let every inherited connection go without ending the parent's session."""
@@ -275,8 +323,10 @@ class LeanPool:
         finally:
             os.close(devnull)
         self._open.clear()
+        self._cursors.clear()
         self._idle = []
         self._waiters.clear()
+        self._expiry = None  # the parent's loop's timer: never runs here
 
 
 def _looks_alive(conn: Connection) -> bool:
@@ -343,23 +393,27 @@ class PostgresPath:
         self._pools[loop] = pool
         return pool
 
-    async def run(self, work: Callable[[Connection], Awaitable[T]], *, resend: bool = True) -> T:
+    async def run(self, work: Callable[[Connection, Cursor], Awaitable[T]], *, resend: bool = True) -> T:
         """``work(connection)`` on a pooled connection; retried on a dead connection or a deadlock.
 
         ``resend=False``: not after its connection died during the call (the
         work may have been done); a deadlock or serialization failure, which
         the server rolled back, is retried all the same.
         """
-        pool = await self._pool()
+        pool = self._pools.get(asyncio.get_running_loop())
+        if pool is None or pool.closed:
+            pool = await self._pool()
         attempt = 0
         while True:
             attempt += 1
+            conn, reused = pool.lend_idle(), True
+            if conn is None:
+                try:
+                    conn, reused = await pool.acquire()
+                except _PG_ERRORS as exc:
+                    raise translated(exc, self.where) from exc
             try:
-                conn, reused = await pool.acquire()
-            except _PG_ERRORS as exc:
-                raise translated(exc, self.where) from exc
-            try:
-                return await work(conn)
+                return await work(conn, pool.cursor(conn))
             except _PG_ERRORS as exc:
                 failure: BaseException = exc
             finally:
@@ -377,23 +431,25 @@ class PostgresPath:
             raise translated(failure, self.where) from failure
 
     async def execute(self, statement: Statement) -> int:
-        return await self.run(lambda conn: _execute(conn, statement))
+        return await self.run(lambda conn, cursor: _execute(cursor, statement))
 
     async def fetchone(self, statement: Statement) -> Row | None:
         if _reads_only(statement):
-            return await self.run(lambda conn: _fetchone(conn, statement))
+            return await self.run(lambda conn, cursor: _fetchone(cursor, statement))
         # A write that answers (the upsert reporting whether it created), in
         # autocommit as any statement, but not sent twice (module docstring).
-        return await self.run(lambda conn: _fetchone(conn, statement), resend=False)
+        return await self.run(lambda conn, cursor: _fetchone(cursor, statement), resend=False)
 
     async def fetchall(self, statements: Sequence[Statement]) -> list[Row]:
-        return await self.run(lambda conn: _fetchall(conn, statements))
+        return await self.run(lambda conn, cursor: _fetchall(conn, statements))
 
     async def in_transaction(
         self, statements: Sequence[Statement], refuse_if_found: Sequence[Statement] = ()
     ) -> int:
         # It answers a count (the rows a batch deleted): not sent twice either.
-        return await self.run(lambda conn: _in_transaction(conn, statements, refuse_if_found), resend=False)
+        return await self.run(
+            lambda conn, cursor: _in_transaction(conn, statements, refuse_if_found), resend=False
+        )
 
     async def aclose(self) -> None:
         """Close the calling event loop's pool, server-side; the next call opens a new one."""
@@ -402,13 +458,13 @@ class PostgresPath:
             await pool.close()
 
 
-async def _execute(conn: Connection, statement: Statement) -> int:
-    cursor = await conn.execute(statement[0], statement[1])
+async def _execute(cursor: Cursor, statement: Statement) -> int:
+    await cursor.execute(statement[0], statement[1])
     return cursor.rowcount
 
 
-async def _fetchone(conn: Connection, statement: Statement) -> Row | None:
-    cursor = await conn.execute(statement[0], statement[1])
+async def _fetchone(cursor: Cursor, statement: Statement) -> Row | None:
+    await cursor.execute(statement[0], statement[1])
     return await cursor.fetchone()
 
 

@@ -103,8 +103,10 @@ class DjangoSessionStore(SessionStore):
     async def load(self, session_id: SessionId) -> SessionRecord:
         session_id = SessionId(session_id)
         path, sql = self._bound or self._bind()
-        row = await path.fetchone(sql.load(session_id, self.agents))
-        if row is None:
+        # Scoped or not, one statement by primary key, the scope checked
+        # here: the same answer, without an array parameter to send.
+        row = await path.fetchone(sql.load(session_id))
+        if row is None or (self.agents is not None and row[0] not in self.agents):
             raise NotFound(f"no session {session_id}")
         return decode_row(session_id, row[0], row[1])
 
