@@ -49,6 +49,7 @@ plan is rebuilt when settings change and is plain data after ``fork()``.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import threading
@@ -143,6 +144,8 @@ PASSING_AUTHENTICATION = (SessionAuthentication, BasicAuthentication)
 JSON_TYPES = (b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8")
 JSON_ACCEPTS = (None, b"*/*", b"application/json")
 JSON_HEADER = (b"content-type", b"application/json")
+#: Seconds a request waits for another of its credential to come back from Django (``_one_flight``).
+FLIGHT_WAIT = 1.0
 
 
 class SessionsEdge:
@@ -153,6 +156,8 @@ class SessionsEdge:
         self.namespace = namespace
         self._plan: Plan | None = None
         self._planned_for = -1
+        # (event loop, credential) -> set when its request to Django is answered
+        self._flights: dict[tuple[asyncio.AbstractEventLoop, bytes], asyncio.Event] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not app_settings.EDGE:
@@ -163,12 +168,48 @@ class SessionsEdge:
             return await self.app(scope, receive, send)
         assert plan is not None
         admitted = await admit(plan, call, scope, receive)
+        if isinstance(admitted, Handoff) and admitted.flight is not None and admitted.receive is not None:
+            admitted = await self._one_flight(plan, call, scope, admitted, send)
         if isinstance(admitted, Handoff):
             if admitted.receive is not None:
                 await self.app(scope, admitted.receive, send)
-            return None  # None: the client went away while its body was read
+            return None  # None: the client went away while its body was read (or Django answered)
         await answer(plan, admitted, scope, send)
         return None
+
+    async def _one_flight(
+        self, plan: Plan, call: Call, scope: Scope, handoff: Handoff, send: Send
+    ) -> Admitted | Handoff:
+        """One request at a time to Django for a credential not kept here; the others wait for its answer.
+
+        When a kept answer expires (``AUTH_CACHE_TIMEOUT``) or an agent key's
+        ``last_used`` falls due, every request of that credential in flight
+        would otherwise take Django's whole path at once: a burst of slow
+        answers every few seconds under load. The first goes to Django (which
+        keeps the answer); the others wait for it (at most ``FLIGHT_WAIT``
+        seconds), then are admitted again from the start, served here if the
+        answer is now kept, else handed on as before.
+        """
+        assert handoff.flight is not None and handoff.receive is not None
+        key = (asyncio.get_running_loop(), handoff.flight)
+        pending = self._flights.get(key)
+        if pending is None:
+            done = self._flights[key] = asyncio.Event()
+            try:
+                await self.app(scope, handoff.receive, send)
+            finally:
+                del self._flights[key]
+                done.set()
+            return Handoff(None)  # answered
+        try:
+            async with asyncio.timeout(FLIGHT_WAIT):
+                await pending.wait()
+        except TimeoutError:
+            return handoff
+        again = await admit(plan, call, scope, handoff.receive)
+        if isinstance(again, Handoff):
+            again.flight = None  # no second wait
+        return again
 
     def plan(self) -> Plan | None:
         """What this layer serves under the current settings, or ``None`` (it stands aside)."""
@@ -448,9 +489,14 @@ def _middleware_headers(*, secure: bool) -> tuple[tuple[bytes, bytes], ...]:
 
 @dataclass
 class Handoff:
-    """The request goes to Django; ``receive`` replays what was read (``None``: the client left)."""
+    """The request goes to Django; ``receive`` replays what was read (``None``: the client left).
+
+    ``flight``: the credential whose answer this process does not keep yet
+    (``SessionsEdge.__call__`` lets one such request at a time go to Django).
+    """
 
     receive: Receive | None
+    flight: bytes | None = None
 
 
 @dataclass
@@ -531,10 +577,13 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
     generation = auth_cache.current_generation(plan.auth_cache)
     credential = _credential(plan, authorization.decode("latin-1"), generation)
     if credential is None:
+        keep.flight = authorization
         return handed(keep, "the credential is not kept here (or would be refused)")
     request.user, request.auth = credential
     method = ExecutionSessionPermissions.action_methods.get(call.action, scope["method"])
-    if not _permitted(request.user, request.auth, method, generation):
+    permitted = _permitted(request.user, request.auth, method, generation)
+    if not permitted:
+        keep.flight = authorization if permitted is None else None
         return handed(keep, "the permission is not kept here (or would be refused)")
     agents = request.auth.agent_ids if isinstance(request.auth, AgentGrant) else None
     admitted = Admitted(call, request.user, agents, secure)
@@ -622,7 +671,7 @@ def _credential(plan: Plan, header: str, generation: object) -> tuple[Any, Any] 
     return None
 
 
-def _permitted(user: Any, auth: Any, method: str | None, generation: object) -> bool:
+def _permitted(user: Any, auth: Any, method: str | None, generation: object) -> bool | None:
     """``ExecutionSessionPermissions.has_permission``, from its kept answer (``None``: not kept)."""
     if isinstance(auth, AgentGrant):
         return ExecutionSessionViewSet.agent_scoped and SCOPE_FOR_METHOD.get(method or "", "") in auth.scopes
@@ -631,7 +680,7 @@ def _permitted(user: Any, auth: Any, method: str | None, generation: object) -> 
         ExecutionSessionPermissions.answer_key(ExecutionSessionPermissions, user, method, ExecutionSession),
         generation,
     )
-    return answer is True
+    return None if answer is None else answer is True
 
 
 async def _read_body(receive: Receive, length: int) -> tuple[bytes | None, Receive | None]:

@@ -87,6 +87,24 @@ def test_a_redis_cache_is_one_object_for_every_request_context(on_private_redis)
     assert not caching.in_process(caching.cache_for("default"))
 
 
+def test_an_in_process_cache_is_one_object_on_djangos_own_storage(settings):
+    """The app's ``LocMemCache`` object skips the per-call key check, and shares the alias' dictionary."""
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "shared-test"}
+    }
+    mine = caching.cache_for("default")
+    assert isinstance(mine, caching.AppKeysLocMemCache)
+    assert caching.in_process(mine)
+    assert mine is contextvars.Context().run(lambda: caching.cache_for("default"))
+    caches["default"].set("written-by-django", 1)
+    assert mine.get("written-by-django") == 1
+    mine.set("written-here", 2)
+    assert caches["default"].get("written-here") == 2
+    assert mine.incr("written-here") == caches["default"].get("written-here") == 3
+
+
 @pytest.mark.slow
 def test_a_worker_keeps_a_bounded_pool_of_redis_connections_whatever_the_rate(
     redis_server, django_db_setup, django_db_blocker, make_user

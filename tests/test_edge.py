@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.contrib.auth.models import User
 from django.core.asgi import get_asgi_application
 from django.core.cache import caches
 from hypothesis import HealthCheck, given, settings
@@ -370,6 +371,25 @@ def test_the_edge_serves_the_hot_calls_of_kept_credentials(world):
     assert django_app.calls == handed + 1
     assert run(send(edge, read))[0] == 404
     assert django_app.calls == handed + 1
+
+
+def test_requests_of_a_credential_not_kept_yet_go_to_django_one_at_a_time(world):
+    """The first of a burst goes to Django (which keeps the answer); the others wait, then are served here."""
+    credentials, edge, django_app, run = world
+    Token.objects.filter(user__username="reader").delete()
+    reader = {"Authorization": "Token " + Token.objects.create(user=User.objects.get(username="reader")).key}
+    read = {"method": "GET", "path": f"/api/sessions/{S3}/", "body": b"", "headers": reader}
+
+    async def burst(request: dict[str, Any], size: int) -> list[int]:
+        return [status for status, _, _ in await asyncio.gather(*[send(edge, request) for _ in range(size)])]
+
+    handed = django_app.calls
+    assert run(burst(read, 6)) == [404] * 6
+    assert django_app.calls == handed + 1
+    # A credential that is never kept (refused): each still gets Django's answer, after the one before.
+    unknown = {**read, "headers": {"Authorization": credentials["unknown token"]}}
+    assert run(burst(unknown, 4)) == [401] * 4
+    assert django_app.calls == handed + 1 + 4
 
 
 def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_lines(world, caplog):

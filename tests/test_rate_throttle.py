@@ -104,3 +104,36 @@ def test_no_rate_means_no_limit_and_no_count(clock):
     unlimited.rate = None
     assert all(unlimited.allow_request(Request(User(1)), None) for _ in range(10))
     assert caches["default"]._cache == {}  # type: ignore[attr-defined]
+
+
+class CountingCache:
+    """A cache that counts the reads of each key (the throttles' ``get``), over Django's ``default``."""
+
+    def __init__(self) -> None:
+        self.cache = caches["default"]
+        self.reads: dict[str, int] = {}
+
+    def get(self, key: str, default: object = None) -> object:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return self.cache.get(key, default)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cache, name)
+
+
+def test_a_throttle_kept_for_many_requests_reads_each_clients_previous_window_once(clock):
+    """As ``sessions_app.asgi`` keeps one per thread: the same decisions, one read per window and client."""
+    kept = throttle(UserRateThrottle, clock, "4/min")
+    kept.cache = CountingCache()
+    alice, bob = Request(User(1)), Request(User(2))
+    clock[0] += 30
+    assert [kept.allow_request(alice, None) for _ in range(3)] == [True] * 3
+    clock[0] += 45  # 15 s into the next window: alice's 3 weigh 3 * 45/60 = 2.25
+    assert [kept.allow_request(alice, None) for _ in range(3)] == [True, True, False]
+    assert [kept.allow_request(bob, None) for _ in range(5)] == [True] * 4 + [False]
+    assert kept.cache.reads == {"throttle_user_1:99": 1, "throttle_user_1:100": 1, "throttle_user_2:100": 1}
+    # A throttle made per request (DRF's way) decides the same from the cache.
+    assert not throttle(UserRateThrottle, clock, "4/min").allow_request(alice, None)
+    clock[0] += 60  # the window after: alice's 2 there weigh 1.5
+    assert [kept.allow_request(alice, None) for _ in range(4)] == [True] * 3 + [False]
+    assert kept.cache.reads["throttle_user_1:101"] == 1
