@@ -195,10 +195,18 @@ class SessionsEdge:
         pending = self._flights.get(key)
         if pending is None:
             done = self._flights[key] = asyncio.Event()
+
+            async def answered(message: Message) -> None:
+                if message["type"] == "http.response.start":  # Django has kept its answers by now
+                    self._flights.pop(key, None)
+                    done.set()
+                await send(message)
+
             try:
-                await self.app(scope, handoff.receive, send)
+                await self.app(scope, handoff.receive, answered)
             finally:
-                del self._flights[key]
+                if self._flights.get(key) is done:
+                    del self._flights[key]
                 done.set()
             return Handoff(None)  # answered
         try:
@@ -576,9 +584,10 @@ async def admit(plan: Plan, call: Call, scope: Scope, receive: Receive) -> Admit
         return handed(keep, "the address is refused for failed authentications")  # Django answers the 429
     generation = auth_cache.current_generation(plan.auth_cache)
     credential = _credential(plan, authorization.decode("latin-1"), generation)
-    if credential is None:
-        keep.flight = authorization
+    if credential is None or credential is NOT_KEPT:
+        keep.flight = authorization if credential is NOT_KEPT else None
         return handed(keep, "the credential is not kept here (or would be refused)")
+    assert not isinstance(credential, _NotKept)
     request.user, request.auth = credential
     method = ExecutionSessionPermissions.action_methods.get(call.action, scope["method"])
     permitted = _permitted(request.user, request.auth, method, generation)
@@ -649,22 +658,34 @@ def _host_allowed(plan: Plan, host: bytes | None) -> bool:
     return allowed
 
 
-def _credential(plan: Plan, header: str, generation: object) -> tuple[Any, Any] | None:
-    """The user and auth of a kept, valid credential, as the authentication classes would answer."""
+class _NotKept:
+    """``_credential``'s answer for a credential this process may keep once Django has answered it."""
+
+
+NOT_KEPT = _NotKept()
+
+
+def _credential(plan: Plan, header: str, generation: object) -> tuple[Any, Any] | _NotKept | None:
+    """The user and auth of a kept, valid credential, as the authentication classes would answer.
+
+    ``NOT_KEPT``: a token or key in its served form whose answer is not kept
+    (yet, or no more), or a key whose ``last_used`` is due; ``None``: never
+    served here (another scheme, a malformed header, an expired key).
+    """
     keyword, space, key = header.partition(" ")
     if not (space and key and key.isascii() and key.isprintable() and " " not in key):
         return None
     keyword = keyword.lower()
     if keyword == CachedTokenAuthentication.keyword.lower() and plan.token:
         answer = auth_cache.kept("token", (key,), generation)
-        return answer  # type: ignore[no-any-return]
+        return NOT_KEPT if answer is None else answer
     if keyword == AgentKeyAuthentication.keyword.lower() and plan.api_key:
         prefix, dot, _secret = key.partition(".")
         if not (dot and prefix.isalnum() and len(prefix) <= 8):
             return None
         grant = auth_cache.kept("agent-key", (key,), generation)
         if not isinstance(grant, AgentGrant) or not use_is_noted(grant):
-            return None  # unknown here, or its last_used is due: Django writes it
+            return NOT_KEPT  # unknown here, or its last_used is due: Django writes it
         if grant.expires_at is not None and grant.expires_at <= time.time():
             return None
         return AgentKeyUser(grant), grant

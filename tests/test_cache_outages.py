@@ -9,10 +9,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import logging
+import warnings
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from django.core.cache.backends.base import CacheKeyWarning
 
 from sessions_app import caching
 from sessions_app.models import ExecutionSession
@@ -103,6 +105,12 @@ def test_an_in_process_cache_is_one_object_on_djangos_own_storage(settings):
     mine.set("written-here", 2)
     assert caches["default"].get("written-here") == 2
     assert mine.incr("written-here") == caches["default"].get("written-here") == 3
+    # Django's object checks each key against memcached's rules (a warning); this one does not.
+    with pytest.warns(CacheKeyWarning):
+        caches["default"].get("a key with spaces")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mine.get("a key with spaces") is None
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
-from sessions_app.api import throttling
+from sessions_app.api import auth_cache, throttling
 from sessions_app.asgi import SessionsEdge
 from sessions_app.models import AgentKey, ExecutionSession
 from sessions_app.storage import SessionId
@@ -373,23 +373,37 @@ def test_the_edge_serves_the_hot_calls_of_kept_credentials(world):
     assert django_app.calls == handed + 1
 
 
-def test_requests_of_a_credential_not_kept_yet_go_to_django_one_at_a_time(world):
+def test_requests_of_a_credential_not_kept_yet_go_to_django_one_at_a_time(world, monkeypatch):
     """The first of a burst goes to Django (which keeps the answer); the others wait, then are served here."""
     credentials, edge, django_app, run = world
-    Token.objects.filter(user__username="reader").delete()
-    reader = {"Authorization": "Token " + Token.objects.create(user=User.objects.get(username="reader")).key}
-    read = {"method": "GET", "path": f"/api/sessions/{S3}/", "body": b"", "headers": reader}
+    monkeypatch.setattr("sessions_app.asgi.FLIGHT_WAIT", 30.0)  # a slow machine: still one flight
+    Token.objects.filter(user__username="operator").delete()
+    operator = "Token " + Token.objects.create(user=User.objects.get(username="operator")).key
+    path = f"/api/sessions/{S3}/"
 
     async def burst(request: dict[str, Any], size: int) -> list[int]:
         return [status for status, _, _ in await asyncio.gather(*[send(edge, request) for _ in range(size)])]
 
     handed = django_app.calls
-    assert run(burst(read, 6)) == [404] * 6
+    get = {"method": "GET", "path": path, "body": b"", "headers": {"Authorization": operator}}
+    assert run(burst(get, 6)) == [404] * 6
     assert django_app.calls == handed + 1
-    # A credential that is never kept (refused): each still gets Django's answer, after the one before.
-    unknown = {**read, "headers": {"Authorization": credentials["unknown token"]}}
+    # A PUT's waiters are admitted again with the body they had sent: the first (Django's) creates.
+    body = json.dumps({"agent_id": 1, "started_at_ns": 5}).encode()
+    put = {
+        **get,
+        "method": "PUT",
+        "body": body,
+        "headers": {**get["headers"], "Content-Type": "application/json"},
+    }
+    auth_cache._answers.clear()  # as when the kept answers expire
+    assert sorted(run(burst(put, 5))) == [200] * 4 + [201]
+    assert django_app.calls == handed + 2
+    assert rows() == [(bytes(S3), 1, 5)]
+    # A credential that is never kept (unknown): the waiters still get Django's answer, each.
+    unknown = {**get, "headers": {"Authorization": credentials["unknown token"]}}
     assert run(burst(unknown, 4)) == [401] * 4
-    assert django_app.calls == handed + 1 + 4
+    assert django_app.calls == handed + 2 + 4
 
 
 def test_a_stored_row_that_does_not_decode_is_the_same_500_and_log_lines(world, caplog):

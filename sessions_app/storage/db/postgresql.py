@@ -325,7 +325,10 @@ class LeanPool:
         self._open.clear()
         self._cursors.clear()
         self._idle = []
-        self._waiters.clear()
+        while self._waiters:  # tasks of the parent's loop, if the child runs it: they fail, not hang
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(_TIMED_OUT)
         self._expiry = None  # the parent's loop's timer: never runs here
 
 
