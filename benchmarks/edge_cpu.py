@@ -117,10 +117,10 @@ async def cpu_per_call(app: App, request: dict[str, Any], body: bytes, calls: in
     return (time.process_time() - started) / calls * 1e6
 
 
-async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def measure(args: argparse.Namespace, apps: tuple[App, App, Any, dict[str, str], Any]) -> list[dict]:
     from sessions_app.storage import SessionId
 
-    edge, peer, pool, credentials, sid = setup(os.environ.get("BENCH_DATABASE_URL") or DEFAULT_URL)
+    edge, peer, pool, credentials, sid = apps
     await pool.open(wait=True)
     absent = SessionId.new()
     results = []
@@ -170,12 +170,13 @@ def main() -> None:
     print(f"CPU per call (us), one process, {CONCURRENCY} tasks, {args.pairs} pairs of {args.calls} calls;"
           " ratio = the peer's CPU over the edge's (median of pairs)", flush=True)  # fmt: skip
     print(f"{'edge row':16} {'edge us':>8} {'peer row':14} {'peer us':>8} {'ratio':>7}", flush=True)
+    apps = setup(os.environ.get("BENCH_DATABASE_URL") or DEFAULT_URL)  # migrations: before the loop
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        results = asyncio.run(measure(args))
+        results = asyncio.run(measure(args, apps))
     else:
-        results = uvloop.run(measure(args))
+        results = uvloop.run(measure(args, apps))
     print("RESULT " + json.dumps({"rows": results}))
 
 
