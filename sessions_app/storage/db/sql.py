@@ -322,7 +322,6 @@ def decode_row(session_id: object, agent_id: object, stored_start: object) -> Se
     Only what the columns can hold is accepted: bytes for the id, integers
     for the two numbers (SQLite's loose typing could hand back text).
     """
-    shown = bytes(session_id).hex() if isinstance(session_id, (bytes, bytearray, memoryview)) else "?"
     try:
         if not isinstance(session_id, (bytes, bytearray, memoryview)):
             raise TypeError(f"session_id is stored as {type(session_id).__name__}, not bytes")
@@ -332,4 +331,5 @@ def decode_row(session_id: object, agent_id: object, stored_start: object) -> Se
             raise TypeError(f"started_at_ns is stored as {type(stored_start).__name__}, not an integer")
         return SessionRecord(SessionId(session_id), agent_id, decode_unsigned(stored_start))
     except (TypeError, ValueError) as exc:
+        shown = bytes(session_id).hex() if isinstance(session_id, (bytes, bytearray, memoryview)) else "?"
         raise SerializationError(f"stored session {shown} does not decode: {exc}") from exc
