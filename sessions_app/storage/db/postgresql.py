@@ -375,12 +375,13 @@ class PostgresPath:
     def pools(self) -> list[LeanPool]:
         return list(self._pools.values())
 
+    def _live_pool(self) -> LeanPool | None:
+        """The calling event loop's pool if it is open (no coroutine: every call asks)."""
+        pool = self._pools.get(asyncio.get_running_loop())
+        return None if pool is None or pool.closed else pool
+
     async def _pool(self) -> LeanPool:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None or pool.closed:
-            pool = await self._open_pool(loop)
-        return pool
+        return self._live_pool() or await self._open_pool(asyncio.get_running_loop())
 
     async def _open_pool(self, loop: asyncio.AbstractEventLoop) -> LeanPool:
         from ...conf import app_settings
@@ -403,9 +404,7 @@ class PostgresPath:
         work may have been done); a deadlock or serialization failure, which
         the server rolled back, is retried all the same.
         """
-        pool = self._pools.get(asyncio.get_running_loop())
-        if pool is None or pool.closed:
-            pool = await self._pool()
+        pool = self._live_pool() or await self._pool()
         attempt = 0
         while True:
             attempt += 1
