@@ -33,15 +33,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/sessions_bench"
+from benchmarks.edge_bench import DEFAULT_URL, PUT_BODY, ROWS, ensure_postgres_database, method_of
+
 CONCURRENCY = 16
-ROWS = {  # row -> (method, credential, the peer's row)
-    "GET, token": ("GET", "token", "GET, token"),
-    "GET, agent key": ("GET", "key", "GET, token"),
-    "PUT (upsert)": ("PUT", "token", "PUT (upsert)"),
-    "DELETE": ("DELETE", "token", "DELETE"),
-}
-PUT_BODY = json.dumps({"agent_id": 42, "started_at_ns": "18446744073709551615"}).encode()
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -56,8 +50,6 @@ def setup(database_url: str) -> tuple[App, App, Any, dict[str, str], Any]:
         API_THROTTLE_USER=os.environ.get("API_THROTTLE_USER", "1000000/minute"),
     )
     os.environ.setdefault("DJANGO_SECRET_KEY", "edge-cpu-benchmark-" + "x" * 40)
-    from benchmarks.edge_bench import ensure_postgres_database
-
     ensure_postgres_database(database_url)
     import django
 
@@ -125,12 +117,12 @@ async def measure(args: argparse.Namespace, apps: tuple[App, App, Any, dict[str,
     absent = SessionId.new()
     results = []
     try:
-        for row, (method, credential, peer_row) in ROWS.items():
+        for row, (peer_row, _target) in ROWS.items():  # edge_bench's rows, and their peer rows
+            method = method_of(row)
             path = f"/api/sessions/{absent if method == 'DELETE' else sid}/"
-            body = PUT_BODY if method == "PUT" else b""
-            peer_method = ROWS[peer_row][0]
-            ours = scope(method, credentials[credential], path, body)
-            theirs = scope(peer_method, credentials["token"], path, body)
+            body = PUT_BODY.encode() if method == "PUT" else b""
+            ours = scope(method, credentials["key" if "agent key" in row else "token"], path, body)
+            theirs = scope(method_of(peer_row), credentials["token"], path, body)
             statuses: dict[str, dict[int, int]] = {"edge": {}, "peer": {}}
             for app, request, name in ((edge, ours, "edge"), (peer, theirs, "peer")):  # warm-up
                 await cpu_per_call(app, request, body, 400, statuses[name])
