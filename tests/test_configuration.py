@@ -149,3 +149,26 @@ def test_unsupported_database_is_e007(monkeypatch, db):
 
     monkeypatch.setattr(connections["default"], "vendor", "oracle")
     assert "sessions_app.E007" in check_ids(databases=["default"])
+
+
+@pytest.mark.parametrize("module", ["aa_project.asgi", "aa_project.wsgi"])
+def test_the_host_projects_entry_points_leave_what_they_loaded_out_of_later_collections(module):
+    """``gc.freeze()`` after loading: a full collection then walks only what requests made."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import gc, importlib, sys; before = gc.get_freeze_count(); "
+        f"importlib.import_module({module!r}); print(before, gc.get_freeze_count())"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aa_project.settings", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
+    assert before == 0
+    assert after > 10_000  # Django, DRF and the project's modules, models and URL patterns

@@ -166,3 +166,17 @@ def test_the_schema_pattern_for_started_at_ns_matches_exactly_the_accepted_value
     pattern = re.compile(decimal_at_most(2**64 - 1))
     assert bool(pattern.match(str(value))) is (value <= 2**64 - 1)
     assert bool(pattern.match(str(value).zfill(20))) is (value <= 2**64 - 1)
+
+
+@given(STARTS)
+@example(0)
+@example(2**64 - 1)
+@example(86_400 * 10**9 - 1)
+@example(1_764_067_200_123_456_789)
+def test_started_at_is_the_utc_datetime_of_the_nanoseconds_truncated_to_microseconds(start):
+    from datetime import UTC, datetime, timedelta
+
+    from sessions_app.api.serializers import ns_to_iso8601
+
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=start // 1000)
+    assert ns_to_iso8601(start) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

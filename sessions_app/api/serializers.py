@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -19,16 +20,17 @@ def ns_to_iso8601(started_at_ns: int) -> str:
     later time than the nanoseconds say). 2**64-1 ns is in the year 2554.
     """
     seconds, nanoseconds = divmod(started_at_ns, 1_000_000_000)
-    t = time.gmtime(seconds)  # a third of what datetime.strftime costs; bulk loads write thousands
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - the fastest formatting here
-        t.tm_year,
-        t.tm_mon,
-        t.tm_mday,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec,
-        nanoseconds // 1000,
-    )
+    days, second = divmod(seconds, 86_400)
+    minutes, second = divmod(second, 60)
+    hour, minute = divmod(minutes, 60)
+    return "%s%02d:%02d:%02d.%06dZ" % (_date_part(days), hour, minute, second, nanoseconds // 1000)  # noqa: UP031
+
+
+@lru_cache(maxsize=4096)
+def _date_part(days: int) -> str:
+    """``YYYY-MM-DDT`` of a day since the epoch: a bulk load's records share a few days (0.4 us a record)."""
+    t = time.gmtime(days * 86_400)
+    return "%04d-%02d-%02dT" % (t.tm_year, t.tm_mon, t.tm_mday)  # noqa: UP031
 
 
 def record_json(record: SessionRecord) -> dict[str, object]:

@@ -109,13 +109,15 @@ class SessionId(bytes):
         if not isinstance(text, str):
             raise TypeError(f"session_id text must be a str, got {type(text).__name__}")
         if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
-            candidate = text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:]
+            # Bulk bodies parse ids by the ten thousand: one replace is half
+            # the cost of five slices. A fifth dash anywhere leaves 31 digits.
+            candidate = text.replace("-", "")
         else:
-            candidate = text if len(text) == 32 else ""
+            candidate = text
         try:
             # fromhex takes exactly the hex digits, in either case; the
             # whitespace it would skip leaves fewer than 16 bytes.
-            raw = bytes.fromhex(candidate)
+            raw = bytes.fromhex(candidate) if len(candidate) == 32 else b""
         except ValueError:
             raw = b""
         if len(raw) != SESSION_ID_LENGTH:
