@@ -5,7 +5,6 @@ ahead of Django; everything else is Django's application (README,
 "What each server runs").
 """
 
-import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -14,11 +13,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aa_project.settings")
 
 django_application = get_asgi_application()
 
-from sessions_app.asgi import SessionsEdge  # noqa: E402 - imports models: after Django's setup
+from aa_project.lifespan import Lifespan  # noqa: E402 - imports models: after Django's setup
+from sessions_app.asgi import SessionsEdge  # noqa: E402
 
-application = SessionsEdge(django_application)
+# Lifespan: at the server's start-up, what the first request would build is
+# built, then frozen out of later garbage collections (aa_project/lifespan.py).
+application = Lifespan(SessionsEdge(django_application))
 
-# What is loaded by now lives as long as the process. Frozen, it is left out
-# of every later collection: the full collection a 10,000-record bulk call
-# sets off walks only what requests made (31 ms -> 3 ms, benchmarks/client_bench.py).
-gc.freeze()

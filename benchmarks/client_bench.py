@@ -3,11 +3,12 @@
 ``save_many`` and ``load_many`` of ``--records`` (10,000) records a call:
 once in this process through ``DjangoSessionStore``, once through
 ``HttpSessionStore`` against uvicorn serving the project on the same
-database (loopback only), in the same run, the two interleaved round by
-round. Prints records/s and the median of the rounds' ratios;
-the target is remote >= 0.3x in-process. Each timed call starts from a
-collected heap (``gc.collect()``), so neither side pays for a full
-collection the other's garbage set off.
+database (loopback only), in the same run, interleaved round by round
+(after a round not counted, which side goes first alternates). Prints
+records/s and the median of the rounds' ratios; the target is remote >=
+0.3x in-process. Each timed call starts from a collected heap
+(``gc.collect()``), so neither side pays for a full collection the other's
+garbage set off.
 """
 
 from __future__ import annotations
@@ -53,10 +54,19 @@ async def measure(base: str, token: str, count: int, repetitions: int) -> dict[s
     """Medians of the rates, and the median of each repetition's remote/in-process ratio."""
     local = DjangoSessionStore()
     async with local, HttpSessionStore(f"{base}/api/sessions/", token=token, timeout=60) as remote:
-        await timed_calls(remote, 100)  # warm-up: connections, the auth cache
-        rounds = [
-            (await timed_calls(local, count), await timed_calls(remote, count)) for _ in range(repetitions)
-        ]
+        # A round not counted warms both sides (connections, the auth cache,
+        # the allocator); then each round's first side alternates.
+        await timed_calls(local, count)
+        await timed_calls(remote, count)
+        rounds = []
+        for repetition in range(repetitions):
+            if repetition % 2:
+                theirs = await timed_calls(remote, count)
+                mine = await timed_calls(local, count)
+            else:
+                mine = await timed_calls(local, count)
+                theirs = await timed_calls(remote, count)
+            rounds.append((mine, theirs))
     calls = ("save_many", "load_many")
     ratios = {call: [theirs[call] / mine[call] for mine, theirs in rounds] for call in calls}
     return {

@@ -151,24 +151,53 @@ def test_unsupported_database_is_e007(monkeypatch, db):
     assert "sessions_app.E007" in check_ids(databases=["default"])
 
 
-@pytest.mark.parametrize("module", ["aa_project.asgi", "aa_project.wsgi"])
-def test_the_host_projects_entry_points_leave_what_they_loaded_out_of_later_collections(module):
-    """``gc.freeze()`` after loading: a full collection then walks only what requests made."""
+
+LIFESPAN_PROBE = """
+import asyncio, gc, sys
+import aa_project.asgi as entry
+
+frozen_at_import = gc.get_freeze_count()
+sent = []
+
+async def serve_lifespan():
+    messages = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        messages.put_nowait({"type": kind})
+
+    async def send(message):
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.complete":
+            # Between start-up and shutdown, as a server's first request would see it.
+            tracked = gc.get_objects()
+            report.append(gc.get_freeze_count())
+            report.append(len(tracked))
+            report.append(any(o is entry.application.app for o in tracked))
+            report.append(any(o is entry.application.app.plan() for o in tracked))
+
+    await entry.application({"type": "lifespan", "asgi": {"version": "3.0"}}, messages.get, send)
+
+report = []
+asyncio.run(serve_lifespan())
+print(frozen_at_import, *report, *sent)
+"""
+
+
+def test_the_asgi_entry_point_loads_and_freezes_at_start_up_not_at_import():
+    """Lifespan start-up builds the edge's plan, then ``gc.freeze()``: later collections skip it all."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    probe = (
-        "import gc, importlib, sys; before = gc.get_freeze_count(); "
-        f"importlib.import_module({module!r}); print(before, gc.get_freeze_count())"
-    )
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aa_project.settings", "PYTHONPATH": str(root)}
     done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", LIFESPAN_PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    before, after = map(int, done.stdout.split())
-    assert before == 0
-    assert after > 10_000  # Django, DRF and the project's modules, models and URL patterns
+    at_import, frozen, still_tracked, edge_tracked, plan_tracked, *sent = done.stdout.split()
+    assert int(at_import) == 0  # importing the module (a test, a benchmark) freezes nothing
+    assert int(frozen) > 10_000  # Django, DRF, the project's modules, models, URL patterns, the plan
+    assert int(still_tracked) < 1_000  # what the start-up call itself made since
+    assert (edge_tracked, plan_tracked) == ("False", "False")
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -55,6 +55,9 @@ def test_parse_accepts_uuid_text_and_32_hex_digits_in_any_case(text):
         CANONICAL.replace("-", "")[:-1] + "g",
         "0f1e2d3c4b5a-4978-8695-a4b3c2d1e0f0-",
         "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f\u0660",  # an Arabic-Indic digit zero
+        "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0-0",  # the four dashes in place and a fifth
+        "0f1e2d3c-4b5a-4978-8695-a4b3c2d1 e0f",  # whitespace, which bytes.fromhex would skip
+        "0f1e2d3c4b5a4978 8695a4b3c2d1e0f",  # 32 characters, one of them a space
     ],
 )
 def test_parse_rejects_other_text_with_a_message(text):
