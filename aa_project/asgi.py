@@ -19,4 +19,3 @@ from sessions_app.asgi import SessionsEdge  # noqa: E402
 # Lifespan: at the server's start-up, what the first request would build is
 # built, then frozen out of later garbage collections (aa_project/lifespan.py).
 application = Lifespan(SessionsEdge(django_application))
-

@@ -151,7 +151,6 @@ def test_unsupported_database_is_e007(monkeypatch, db):
     assert "sessions_app.E007" in check_ids(databases=["default"])
 
 
-
 LIFESPAN_PROBE = """
 import asyncio, gc, sys
 import aa_project.asgi as entry
