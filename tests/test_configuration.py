@@ -155,6 +155,8 @@ LIFESPAN_PROBE = """
 import asyncio, gc, sys
 before = gc.get_freeze_count()  # Python 3.12 starts with a few hundred frozen
 import aa_project.asgi as entry
+from django.urls import get_resolver
+from sessions_app.asgi import Plan
 
 frozen_at_import = gc.get_freeze_count() - before
 sent = []
@@ -168,11 +170,14 @@ async def serve_lifespan():
         sent.append(message["type"])
         if message["type"] == "lifespan.startup.complete":
             # Between start-up and shutdown, as a server's first request would see it.
-            tracked = gc.get_objects()
+            built = entry.application.app._plan  # read before plan() could build one
+            urls = (get_resolver(), get_resolver().url_patterns)  # made now unless made before
+            tracked = {id(o) for o in gc.get_objects()}
             report.append(gc.get_freeze_count())
             report.append(len(tracked))
-            report.append(any(o is entry.application.app for o in tracked))
-            report.append(any(o is entry.application.app.plan() for o in tracked))
+            report.append(isinstance(built, Plan) and entry.application.app.plan() is built)
+            report.append(id(built) in tracked)
+            report.append(any(id(o) in tracked for o in urls))
 
     await entry.application({"type": "lifespan", "asgi": {"version": "3.0"}}, messages.get, send)
 
@@ -183,7 +188,44 @@ print(frozen_at_import, *report, *sent)
 
 
 def test_the_asgi_entry_point_loads_and_freezes_at_start_up_not_at_import():
-    """Lifespan start-up builds the edge's plan, then ``gc.freeze()``: later collections skip it all."""
+    """Lifespan start-up loads the URL patterns and the edge's plan, then ``gc.freeze()``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aa_project.settings", "PYTHONPATH": str(root)}
+    for name in ("DJANGO_REDIS_URL", "SESSIONS_EDGE"):  # either would make the edge stand aside: no plan
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", LIFESPAN_PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    at_import, frozen, still_tracked, plan_built, plan_tracked, urls_tracked, *sent = done.stdout.split()
+    assert int(at_import) == 0  # importing the module (a test, a benchmark) freezes nothing
+    assert int(frozen) > 10_000  # Django, DRF, the project's modules, models, URL patterns, the plan
+    assert int(still_tracked) < 1_000  # what the start-up call itself made since
+    assert plan_built == "True"  # built at start-up, the one the requests use
+    assert (plan_tracked, urls_tracked) == ("False", "False")  # both frozen
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+WSGI_PROBE = """
+import gc
+import aa_project.wsgi
+from django.urls import get_resolver
+from aa_project.lifespan import load_and_freeze
+
+load_and_freeze()  # what gunicorn's post_worker_init hook would call
+urls = (get_resolver(), get_resolver().url_patterns)  # made now unless made before
+tracked = {id(o) for o in gc.get_objects()}
+print(id(urls[0]) in tracked, id(urls[1]) in tracked, len(tracked))
+"""
+
+
+def test_load_and_freeze_without_an_edge_freezes_the_url_patterns_too():
+    """Under WSGI Django imports the URLconf on the first request; ``load_and_freeze`` does it first."""
     import os
     import subprocess
     import sys
@@ -192,12 +234,9 @@ def test_the_asgi_entry_point_loads_and_freezes_at_start_up_not_at_import():
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aa_project.settings", "PYTHONPATH": str(root)}
     done = subprocess.run(
-        [sys.executable, "-c", LIFESPAN_PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", WSGI_PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    at_import, frozen, still_tracked, edge_tracked, plan_tracked, *sent = done.stdout.split()
-    assert int(at_import) == 0  # importing the module (a test, a benchmark) freezes nothing
-    assert int(frozen) > 10_000  # Django, DRF, the project's modules, models, URL patterns, the plan
-    assert int(still_tracked) < 1_000  # what the start-up call itself made since
-    assert (edge_tracked, plan_tracked) == ("False", "False")
-    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    resolver_tracked, patterns_tracked, still_tracked = done.stdout.split()
+    assert (resolver_tracked, patterns_tracked) == ("False", "False")
+    assert int(still_tracked) < 1_000
