@@ -187,8 +187,8 @@ print(frozen_at_import, *report, *sent)
 """
 
 
-def test_the_asgi_entry_point_loads_and_freezes_at_start_up_not_at_import():
-    """Lifespan start-up loads the URL patterns and the edge's plan, then ``gc.freeze()``."""
+def probe_output(probe: str, *unset: str) -> list[str]:
+    """What ``probe`` prints, split: a new interpreter on the host project's settings, minus ``unset``."""
     import os
     import subprocess
     import sys
@@ -196,13 +196,20 @@ def test_the_asgi_entry_point_loads_and_freezes_at_start_up_not_at_import():
 
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aa_project.settings", "PYTHONPATH": str(root)}
-    for name in ("DJANGO_REDIS_URL", "SESSIONS_EDGE"):  # either would make the edge stand aside: no plan
+    for name in unset:
         env.pop(name, None)
     done = subprocess.run(
-        [sys.executable, "-c", LIFESPAN_PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    at_import, frozen, still_tracked, plan_built, plan_tracked, urls_tracked, *sent = done.stdout.split()
+    return done.stdout.split()
+
+
+def test_the_asgi_entry_point_loads_and_freezes_at_start_up_not_at_import():
+    """Lifespan start-up loads the URL patterns and the edge's plan, then ``gc.freeze()``."""
+    # Either variable would make the edge stand aside: no plan.
+    words = probe_output(LIFESPAN_PROBE, "DJANGO_REDIS_URL", "SESSIONS_EDGE")
+    at_import, frozen, still_tracked, plan_built, plan_tracked, urls_tracked, *sent = words
     assert int(at_import) == 0  # importing the module (a test, a benchmark) freezes nothing
     assert int(frozen) > 10_000  # Django, DRF, the project's modules, models, URL patterns, the plan
     assert int(still_tracked) < 1_000  # what the start-up call itself made since
@@ -226,17 +233,6 @@ print(id(urls[0]) in tracked, id(urls[1]) in tracked, len(tracked))
 
 def test_load_and_freeze_without_an_edge_freezes_the_url_patterns_too():
     """Under WSGI Django imports the URLconf on the first request; ``load_and_freeze`` does it first."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aa_project.settings", "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, "-c", WSGI_PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    resolver_tracked, patterns_tracked, still_tracked = done.stdout.split()
+    resolver_tracked, patterns_tracked, still_tracked = probe_output(WSGI_PROBE)
     assert (resolver_tracked, patterns_tracked) == ("False", "False")
     assert int(still_tracked) < 1_000
